@@ -241,6 +241,14 @@ BOOST_AUTO_TEST_CASE(jpeg_round_trip_grey_rgb_progressive) {
   auto truncated = codec.encode(rgb);
   truncated.resize(truncated.size() / 2);
   BOOST_CHECK_THROW(codec.decode(truncated), Error);
+  BOOST_TEST(codec.decode(codec.encode(rgb)).width == 40);  // a failure leaves the codec usable
+  // Extraneous bytes before a marker (a few ImageNet files have them) are a harmless warning:
+  // the image decodes exactly as without them.
+  auto clean = codec.encode(rgb);
+  auto padded = clean;
+  padded.insert(padded.end() - 2, {0x00, 0x11, 0x22});  // before the EOI marker FF D9
+  const Image a = codec.decode(clean), b = codec.decode(padded);
+  BOOST_TEST((a.pixels == b.pixels));
 }
 
 BOOST_AUTO_TEST_CASE(resize_and_crop_follow_torchvision_geometry) {

@@ -13,11 +13,15 @@ namespace kmim::io {
 namespace fs = std::filesystem;
 
 namespace {
-void fsync_path(const fs::path& p, bool directory) {
+/// Flushes a file or folder to disk; false (errno set) when that fails.
+bool fsync_path(const fs::path& p, bool directory) {
   const int fd = ::open(p.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  if (fd < 0) return;
-  ::fsync(fd);
+  if (fd < 0) return false;
+  const bool ok = ::fsync(fd) == 0;
+  const int saved = errno;
   ::close(fd);
+  errno = saved;
+  return ok;
 }
 
 int comm_rank(MPI_Comm comm) {
@@ -56,14 +60,19 @@ void AtomicOutput::commit() {
   int ok = 1;
   std::string problem;
   if (comm_rank(comm_) == 0) {
-    fsync_path(temp_, false);
     std::error_code ec;
-    fs::rename(temp_, final_, ec);
-    if (ec) {
+    if (!fsync_path(temp_, false)) {
+      ok = 0;
+      problem = system_message("cannot flush the finished output to disk", errno);
+      fs::remove(temp_, ec);
+    } else {
+      fs::rename(temp_, final_, ec);
+    }
+    if (ok && ec) {
       ok = 0;
       problem = "cannot move the finished output into place: " + ec.message();
       fs::remove(temp_, ec);
-    } else {
+    } else if (ok) {
       fsync_path(final_.has_parent_path() ? final_.parent_path() : fs::path("."), true);
     }
   }

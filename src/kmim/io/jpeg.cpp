@@ -45,7 +45,34 @@ std::vector<std::uint8_t> JpegCodec::encode(const Image& image, const JpegEncode
   return out;
 }
 
+void JpegCodec::check_decode_warning() {
+  // libjpeg reports damage as warnings and keeps decoding. Harmless ones (e.g. "extraneous bytes
+  // before marker", which some ImageNet files have and PIL accepts) leave a correct image. Data
+  // that ends early or is corrupt leaves grey or garbage blocks: those files are rejected so
+  // that such an image never enters a shard (PIL refuses truncated files too).
+  const std::string msg = tjGetErrorStr2(decompressor_);
+  const bool warning = tjGetErrorCode(decompressor_) == TJERR_WARNING;
+  const bool extraneous = msg.find("extraneous bytes") != std::string::npos;
+  const bool damaged = msg.find("Premature end") != std::string::npos ||
+                       msg.find("premature end") != std::string::npos ||
+                       (msg.find("Corrupt") != std::string::npos && !extraneous);
+  if (!warning || damaged) throw Error(fmt::format("corrupt JPEG: {}", msg));
+}
+
 Image JpegCodec::decode(std::span<const std::uint8_t> jpeg, bool keep_grey) {
+  try {
+    return decode_unchecked(jpeg, keep_grey);
+  } catch (const Error&) {
+    // After a failure TurboJPEG 2.1 leaves the handle unusable ("tjDecompress2(): Invalid
+    // argument" on the next, valid file): start the next decode from a fresh handle.
+    tjDestroy(decompressor_);
+    decompressor_ = tjInitDecompress();
+    if (!decompressor_) throw Error("TurboJPEG: cannot create a codec handle");
+    throw;
+  }
+}
+
+Image JpegCodec::decode_unchecked(std::span<const std::uint8_t> jpeg, bool keep_grey) {
   int w = 0, h = 0, subsamp = 0, colorspace = 0;
   auto* data = const_cast<unsigned char*>(jpeg.data());
   if (tjDecompressHeader3(decompressor_, data, jpeg.size(), &w, &h, &subsamp, &colorspace) != 0)
@@ -57,7 +84,7 @@ Image JpegCodec::decode(std::span<const std::uint8_t> jpeg, bool keep_grey) {
     std::vector<std::uint8_t> cmyk(std::size_t(w) * h * 4);
     if (tjDecompress2(decompressor_, data, jpeg.size(), cmyk.data(), w, 0, h, TJPF_CMYK,
                       TJFLAG_ACCURATEDCT) != 0)
-      throw Error(fmt::format("corrupt JPEG: {}", tjGetErrorStr2(decompressor_)));
+      check_decode_warning();
     Image out(w, h, 3);
     for (std::size_t i = 0; i < std::size_t(w) * h; ++i) {
       const unsigned k = cmyk[4 * i + 3];
@@ -69,11 +96,8 @@ Image JpegCodec::decode(std::span<const std::uint8_t> jpeg, bool keep_grey) {
   const bool grey = colorspace == TJCS_GRAY && keep_grey;
   Image out(w, h, grey ? 1 : 3);
   if (tjDecompress2(decompressor_, data, jpeg.size(), out.pixels.data(), w, 0, h,
-                    grey ? TJPF_GRAY : TJPF_RGB, TJFLAG_ACCURATEDCT) != 0) {
-    // Truncated files decode partially with a warning; treat every failure as an error so a
-    // half-grey image never enters a shard.
-    throw Error(fmt::format("corrupt JPEG: {}", tjGetErrorStr2(decompressor_)));
-  }
+                    grey ? TJPF_GRAY : TJPF_RGB, TJFLAG_ACCURATEDCT) != 0)
+    check_decode_warning();
   return out;
 }
 

@@ -30,6 +30,10 @@ class JpegCodec {
 
  private:
   void* compressor_ = nullptr;
+  Image decode_unchecked(std::span<const std::uint8_t> jpeg, bool keep_grey);
+  /// After a failed tjDecompress2: throws unless it was a harmless warning.
+  void check_decode_warning();
+
   void* decompressor_ = nullptr;
   bool last_progressive_ = false;
 };
