@@ -48,7 +48,8 @@ BOOST_AUTO_TEST_CASE(adamw_from_a_layout_decays_only_weight_matrices) {
     BOOST_CHECK_EQUAL(mask[t.offset], t.no_weight_decay ? 0 : 1);
     BOOST_CHECK_EQUAL(mask[t.offset + t.numel - 1], t.no_weight_decay ? 0 : 1);
   }
-  BOOST_CHECK_EQUAL(mask[layout.offsets.cls_token], 0);
+  BOOST_CHECK_EQUAL(mask[layout.offsets.cls_token], 1);  // decayed, as in MAE
+  BOOST_CHECK_EQUAL(mask[layout.offsets.norm_weight], 0);
   BOOST_CHECK_EQUAL(mask[layout.offsets.blocks[0].qkv_weight], 1);
   BOOST_CHECK_EQUAL(mask[layout.offsets.blocks[0].qkv_bias], 0);
   // zero gradient: only decayed elements move, by the factor (1 - lr * wd)

@@ -226,8 +226,10 @@ BOOST_AUTO_TEST_CASE(layout_is_contiguous_in_mae_order_with_decay_flags) {
   for (const km::TensorInfo& t : layout.tensors) {
     BOOST_CHECK_EQUAL(t.offset, offset);
     offset += t.numel;
-    const bool is_weight_matrix = t.shape.size() == 2;
-    BOOST_CHECK_MESSAGE(t.no_weight_decay == !is_weight_matrix, t.name);
+    // MAE (timm add_weight_decay): no decay for 1-D tensors and biases; the 3-D cls/mask
+    // tokens and every weight matrix are decayed.
+    const bool decayed = t.shape.size() > 1;
+    BOOST_CHECK_MESSAGE(t.no_weight_decay == !decayed, t.name);
     for (const char* name : {"pos_embed", "decoder_pos_embed"}) BOOST_CHECK_NE(t.name, name);
   }
   BOOST_CHECK_EQUAL(offset, layout.total);

@@ -198,8 +198,10 @@ ParameterLayout parameter_layout(const ModelConfig& config) {
   const std::int64_t d = config.embed_dim;
   const std::int64_t dd = config.decoder_embed_dim;
   ParameterOffsets& o = layout.offsets;
-  o.cls_token = add("cls_token", {1, 1, d}, TensorInit::normal_002, true);
-  o.mask_token = add("mask_token", {1, 1, dd}, TensorInit::normal_002, true);
+  // Weight decay as MAE's timm add_weight_decay: none on 1-D tensors (norms) and biases; the
+  // 3-D cls_token and mask_token ARE decayed in the reference code, so they are here too.
+  o.cls_token = add("cls_token", {1, 1, d}, TensorInit::normal_002, false);
+  o.mask_token = add("mask_token", {1, 1, dd}, TensorInit::normal_002, false);
   linear("patch_embed.proj", d, config.patch_dim(), o.patch_embed_weight, o.patch_embed_bias);
   for (int i = 0; i < config.depth; ++i)
     o.blocks.push_back(block("blocks." + std::to_string(i), d));

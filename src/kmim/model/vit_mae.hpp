@@ -109,7 +109,7 @@ struct TensorInfo {
   std::vector<std::int64_t> shape;  ///< MAE's shape (Linear weights [out, in])
   std::size_t offset = 0;           ///< first element in the buffer
   std::size_t numel = 0;
-  bool no_weight_decay = false;  ///< biases, LayerNorm parameters, cls_token, mask_token
+  bool no_weight_decay = false;  ///< biases and LayerNorm parameters (MAE: 1-D or .bias)
   TensorInit init = TensorInit::zeros;
 };
 
