@@ -11,7 +11,9 @@ export KMIM_BUILD_DIR="${KMIM_BUILD_DIR:-$here/build}"
 demo="${KMIM_DEMO_DIR:-$here/demo}"
 ranks="${KMIM_DEMO_RANKS:-2}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export HDF5_USE_FILE_LOCKING=FALSE
+# mpirun binds each rank to one core by default, which starves the OpenMP threads inside a rank.
+export OMPI_MCA_hwloc_base_binding_policy=none
+export HDF5_USE_FILE_LOCKING=FALSE OMP_WAIT_POLICY=PASSIVE
 bin="$KMIM_BUILD_DIR/bin"
 run() { echo "+ $*"; "$@"; }
 
@@ -22,5 +24,18 @@ mkdir -p "$demo"
 echo "== 1. demo data: Fashion-MNIST → ImageNet-style JPEG tree (64x64 RGB, 500/100 per class)"
 run mpirun -np "$ranks" "$bin/kmim_idx2folder" --out "$demo/fmnist" --size 64 --rgb \
   --per-class-train 500 --per-class-val 100
+
+echo "== 2. kmim_shard: JPEG tree → HDF5 shards (resize 40 + centre crop, like Resize(256)+CenterCrop at ImageNet scale)"
+run mpirun -np "$ranks" "$bin/kmim_shard" --root "$demo/fmnist" --out "$demo/shards" --size 40 --shard-size 1024
+
+echo "== 3. kmim_kmeans: pixel codebooks over 4x4 patches of the centred 32x32 crop, K = 10, 50, 200"
+for k in 10 50 200; do
+  run mpirun -np "$ranks" "$bin/kmim_kmeans" --manifest "$demo/shards/train.h5" \
+    --out "$demo/codebooks/pixel_k$k.h5" --k "$k" --crop 32 --patch 4 --iters 30 --seed 0
+done
+
+echo "== 4. kmim_tcas: which tokenizer aligns tokens with classes best (before any pretraining)"
+run mpirun -np "$ranks" "$bin/kmim_tcas" --manifest "$demo/shards/val.h5" \
+  --sweep "$demo/codebooks/pixel_k*.h5" --label-tokenizer --random-tokenizer 50 --out "$demo/tcas.h5"
 
 echo "kmim demo finished: outputs in $demo"

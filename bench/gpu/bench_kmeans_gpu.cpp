@@ -5,8 +5,10 @@
 // Prints one line per measurement, for tests/gpu/run_device_checks.sh to tabulate next to the
 // PyTorch peer (bench/gpu/torch_kmeans.py, same data generator, same line format):
 //   RESULT impl=kmim op=assign|lloyd d=.. k=.. n=.. precision=fp32|tf32 ms=.. vec_per_s=..
-//          tflops=.. mean_dist2=.. label_sum=..
-// tflops counts the assignment's 2·n·k·d multiply-adds only (for lloyd too).
+//          tflops=.. mean_dist2=.. label_sum=.. [empty=.. relocated=..]
+// tflops counts the assignment's 2·n·k·d multiply-adds only (for lloyd too). The Lloyd
+// iteration includes kmim's empty-cluster relocation (empty= says how many clusters were empty;
+// the PyTorch peer keeps empty centroids instead).
 //
 // A benchmark, not a pipeline program: plain main (no MPI), options through OptionSet.
 #include <algorithm>
@@ -60,16 +62,16 @@ double median_ms(int repeats, const gpu::Stream& stream, Work&& work) {
 
 void report(const std::string& impl, const char* op, std::size_t d, std::size_t k, std::size_t n,
             std::string_view precision, double ms, const std::vector<float>& dist2,
-            const std::vector<std::int32_t>& labels) {
+            const std::vector<std::int32_t>& labels, const std::string& extra = "") {
   double sum = 0.0;
   for (const float v : dist2) sum += v;
   std::int64_t label_sum = 0;
   for (const auto l : labels) label_sum += l;
   const double flops = 2.0 * double(n) * double(k) * double(d);
   std::printf("RESULT impl=%s op=%s d=%zu k=%zu n=%zu precision=%.*s ms=%.3f vec_per_s=%.4e tflops=%.2f "
-              "mean_dist2=%.6f label_sum=%lld\n",
+              "mean_dist2=%.6f label_sum=%lld%s\n",
               impl.c_str(), op, d, k, n, static_cast<int>(precision.size()), precision.data(), ms, double(n) / (ms * 1e-3),
-              flops / (ms * 1e-3) / 1e12, sum / double(n), static_cast<long long>(label_sum));
+              flops / (ms * 1e-3) / 1e12, sum / double(n), static_cast<long long>(label_sum), extra.c_str());
   std::fflush(stdout);
 }
 
@@ -125,12 +127,13 @@ int run(int argc, char** argv) {
         gpu::LloydIteration it(k, d, options);
         gpu::Event start, stop;
         std::vector<double> times;
+        gpu::CentroidUpdate last;
         for (int r = 0; r <= p.repeats; ++r) {  // r = 0 is the warm-up
           gpu::copy_device_to_device(c.data(), c0.data(), c.bytes(), stream);
           stream.synchronize();
           start.record(stream);
           it.assign_and_accumulate(x.data(), n, c.data(), stream);
-          it.update(c.data(), stream);  // waits for the stream (returns counts)
+          last = it.update(c.data(), stream);  // waits for the stream (returns counts)
           stop.record(stream);
           stop.synchronize();
           if (r > 0) times.push_back(stop.elapsed_ms_since(start));
@@ -140,7 +143,8 @@ int run(int argc, char** argv) {
         std::vector<std::int32_t> it_labels(n);
         gpu::copy_to_host(it_dist2.data(), it.dist2(), n * sizeof(float), stream);
         gpu::copy_to_host(it_labels.data(), it.labels(), n * sizeof(std::int32_t), stream);
-        report(p.label, "lloyd", d, k, n, gpu::precision_name(options.precision), times[times.size() / 2], it_dist2, it_labels);
+        report(p.label, "lloyd", d, k, n, gpu::precision_name(options.precision), times[times.size() / 2], it_dist2,
+               it_labels, " empty=" + std::to_string(last.empty_clusters) + " relocated=" + std::to_string(last.relocated));
       }
     }
   }

@@ -35,6 +35,15 @@ bundle_note=""
 gpu_line="(nvidia-smi not available)"
 
 remaining() { echo $((budget - ($(date +%s) - start_time))); }
+LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"  # exported by add_lib_dir once it holds something
+# add_lib_dir DIR [front]: adds DIR to LD_LIBRARY_PATH once (no empty entries: they mean ".").
+add_lib_dir() {
+  case ":$LD_LIBRARY_PATH:" in *":$1:"*) return ;; esac
+  if [ -z "$LD_LIBRARY_PATH" ]; then LD_LIBRARY_PATH="$1"
+  elif [ "${2:-}" = front ]; then LD_LIBRARY_PATH="$1:$LD_LIBRARY_PATH"
+  else LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$1"; fi
+  export LD_LIBRARY_PATH
+}
 # step NAME CAP_SECONDS LOGFILE CMD... : runs CMD under timeout (the smaller of CAP and what is
 # left of the budget), appends its output to LOGFILE and the main log, records PASS/FAIL/SKIP.
 step() {
@@ -89,7 +98,7 @@ if [ -f "$bundle_tar" ] && [ "${KMIM_DEVICE_CHECKS_BUILD:-0}" != 1 ]; then
   if [ -d "$work/bin" ]; then
     bin="$work/bin"
     bundle_note="bundle ($(sed -n 's/^built: //p; s/^commit: //p' "$repo/.device-bundle/MANIFEST.txt" 2>/dev/null | tr '\n' ' '))"
-    export LD_LIBRARY_PATH="$work/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    add_lib_dir "$work/lib" front
     # OpenMPI from the bundle, for the singleton MPI test: plugin folders relocated, no daemon.
     mpi_env=(env OMPI_MCA_mca_base_component_path="$work/openmpi/plugins"
       PMIX_MCA_mca_base_component_path="$work/pmix/plugins" OMPI_MCA_ess_singleton_isolated=1
@@ -150,16 +159,20 @@ if [ -n "$bin" ]; then
         [ -n "$found" ] && break
       done
       if [ -n "$found" ]; then
-        export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$(dirname "$found")"
+        add_lib_dir "$(dirname "$found")"
         say "library $so: $found"
       elif [ "$round" = 3 ]; then
         say "library $so: NOT FOUND (searched ${search_roots[*]})"
       fi
     done
   done
+  # The driver (libcuda.so.1, loaded by cudart at run time) where container images mount it.
+  for dir in /usr/local/nvidia/lib64 /usr/local/nvidia/lib; do
+    [ -e "$dir/libcuda.so.1" ] && add_lib_dir "$dir"
+  done
   # The machine's libstdc++ may be older than the one the bundle was built with.
   if for b in "$bin"/*; do ldd "$b" 2>&1; done | grep -q "version .GLIBCXX_.* not found\|version .GCC_.* not found"; then
-    export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:${work:-}/lib-fallback"
+    add_lib_dir "${work:-/nonexistent}/lib-fallback"
     say "libstdc++ on this machine is older than needed: using the bundled one"
   fi
   if for b in "$bin"/*; do ldd "$b" 2>&1; done | grep -q "version .GLIBC_.* not found"; then

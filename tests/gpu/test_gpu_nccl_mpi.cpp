@@ -2,8 +2,9 @@
 // fallback: every rank contributes rank-dependent integer-valued statistics (exact in fp64 in
 // any summation order); a Lloyd iteration over data split across ranks must equal the
 // single-rank iteration over all of it. Runs with any number of ranks up to the number of GPUs
-// (NCCL allows one rank per GPU); with more ranks than GPUs it reports SKIPPED (exit 77). The comparison with the CPU's lloyd_iteration is in
-// test_gpu_lloyd_cpu_parity (it needs the whole CPU library, HDF5 included, at run time).
+// (NCCL allows one rank per GPU); with more ranks than GPUs it reports SKIPPED (exit 77). The
+// comparison with the CPU's lloyd_iteration is in test_gpu_lloyd_cpu_parity (it needs the whole
+// CPU library, HDF5 included, at run time).
 #define BOOST_TEST_MODULE kmim_gpu_nccl_mpi
 #include "gpu_test_main.hpp"
 
@@ -23,7 +24,9 @@ namespace gpu = kmim::gpu;
 
 namespace {
 
-double contribution(int rank, std::size_t i) { return static_cast<double>((static_cast<std::size_t>(rank) + 1) * (i % 97)); }
+double contribution(int rank, std::size_t i) {
+  return static_cast<double>((static_cast<std::size_t>(rank) + 1) * (i % 97));
+}
 
 }  // namespace
 

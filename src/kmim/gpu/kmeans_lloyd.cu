@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <bit>
 #include <climits>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -188,6 +187,54 @@ struct Candidate {
 
 bool farther(const Candidate& a, const Candidate& b) {
   return a.dist2 > b.dist2 || (a.dist2 == b.dist2 && a.index < b.index);
+}
+
+/// out[i][:] = src[rows[i]][:] (gather) and dst[rows[i]][:] = in[i][:] (scatter), rows of d.
+template <class T>
+__global__ void gather_rows_kernel(const T* __restrict__ src, const std::uint64_t* __restrict__ rows,
+                                   std::size_t count, std::size_t d, T* __restrict__ out) {
+  for (std::size_t e = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; e < count * d;
+       e += static_cast<std::size_t>(gridDim.x) * blockDim.x)
+    out[e] = src[rows[e / d] * d + e % d];
+}
+
+template <class T>
+__global__ void scatter_rows_kernel(const T* __restrict__ in, const std::uint64_t* __restrict__ rows,
+                                    std::size_t count, std::size_t d, T* __restrict__ dst) {
+  for (std::size_t e = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; e < count * d;
+       e += static_cast<std::size_t>(gridDim.x) * blockDim.x)
+    dst[rows[e / d] * d + e % d] = in[e];
+}
+
+/// The listed rows of a device matrix with d columns, on the host (one kernel, one copy).
+template <class T>
+std::vector<T> gather_device_rows(const T* src, std::size_t d, const std::vector<std::uint64_t>& rows,
+                                  const Stream& stream) {
+  std::vector<T> host(rows.size() * d);
+  if (host.empty()) return host;
+  DeviceBuffer<std::uint64_t> rows_dev(rows.size());
+  rows_dev.upload({rows.data(), rows.size()}, stream);
+  DeviceBuffer<T> out(host.size());
+  gather_rows_kernel<T><<<grid_for(host.size(), kBlock), kBlock, 0, stream.get()>>>(src, rows_dev.data(), rows.size(),
+                                                                                    d, out.data());
+  check_launch("gather_rows_kernel");
+  copy_to_host(host.data(), out.data(), host.size() * sizeof(T), stream);
+  return host;
+}
+
+/// Writes host rows back to the listed rows of a device matrix (waits for the copy).
+template <class T>
+void scatter_device_rows(const std::vector<T>& host, std::size_t d, const std::vector<std::uint64_t>& rows, T* dst,
+                         const Stream& stream) {
+  if (host.empty()) return;
+  DeviceBuffer<std::uint64_t> rows_dev(rows.size());
+  rows_dev.upload({rows.data(), rows.size()}, stream);
+  DeviceBuffer<T> in(host.size());
+  in.upload({host.data(), host.size()}, stream);
+  scatter_rows_kernel<T><<<grid_for(host.size(), kBlock), kBlock, 0, stream.get()>>>(in.data(), rows_dev.data(),
+                                                                                     rows.size(), d, dst);
+  check_launch("scatter_rows_kernel");
+  stream.synchronize();
 }
 
 int checked_int(std::size_t value, const char* what) {
@@ -440,29 +487,40 @@ CentroidUpdate LloydIteration::update(float* c, const Stream& stream, const Rank
     relocated = chosen.size();
     if (!chosen.empty()) {
       // 4. The chosen vectors on every rank (the owner fills its rows; the sum adds zeros).
+      //    Rows move between device and host in one gathered copy each way.
       std::vector<double> vectors(chosen.size() * d, 0.0);
-      std::vector<float> row(d);
-      for (std::size_t i = 0; i < chosen.size(); ++i) {
-        if (chosen[i] < ranks.first_global_index || chosen[i] - ranks.first_global_index >= n_) continue;
-        copy_to_host(row.data(), x_ + (chosen[i] - ranks.first_global_index) * d, d * sizeof(float), stream);
-        for (std::size_t t = 0; t < d; ++t) vectors[i * d + t] = row[t];
+      std::vector<std::uint64_t> mine_rows, mine_slots;
+      for (std::size_t i = 0; i < chosen.size(); ++i)
+        if (chosen[i] >= ranks.first_global_index && chosen[i] - ranks.first_global_index < n_) {
+          mine_rows.push_back(chosen[i] - ranks.first_global_index);
+          mine_slots.push_back(i);
+        }
+      if (!mine_rows.empty()) {
+        const std::vector<float> got = gather_device_rows(x_, d, mine_rows, stream);
+        for (std::size_t r = 0; r < mine_rows.size(); ++r)
+          for (std::size_t t = 0; t < d; ++t) vectors[mine_slots[r] * d + t] = got[r * d + t];
       }
       if (ranks.size > 1) ranks.allreduce_sum(vectors);
       // 5. Move each vector from its cluster's sum to the empty one's, in the CPU's order, on
       //    host copies of the rows involved; then the counts.
-      std::map<std::size_t, std::vector<double>> rows;
-      for (const std::size_t j : sources) rows.emplace(j, std::vector<double>(d));
-      for (const std::size_t j : targets) rows.emplace(j, std::vector<double>(d));
-      for (auto& [j, values] : rows)
-        copy_to_host(values.data(), stats_.sums() + j * d, d * sizeof(double), stream);
-      for (std::size_t i = 0; i < chosen.size(); ++i)
+      std::vector<std::uint64_t> involved(sources.begin(), sources.end());
+      involved.insert(involved.end(), targets.begin(), targets.end());
+      std::sort(involved.begin(), involved.end());
+      involved.erase(std::unique(involved.begin(), involved.end()), involved.end());
+      std::vector<double> rows = gather_device_rows(stats_.sums(), d, involved, stream);
+      const auto slot = [&involved](std::size_t j) {
+        return static_cast<std::size_t>(std::lower_bound(involved.begin(), involved.end(), j) - involved.begin());
+      };
+      for (std::size_t i = 0; i < chosen.size(); ++i) {
+        double* from = rows.data() + slot(sources[i]) * d;
+        double* to = rows.data() + slot(targets[i]) * d;
         for (std::size_t t = 0; t < d; ++t) {
           const double v = vectors[i * d + t];
-          rows[sources[i]][t] -= v;
-          rows[targets[i]][t] = v;
+          from[t] -= v;
+          to[t] = v;
         }
-      for (auto& [j, values] : rows)
-        copy_to_device(stats_.sums() + j * d, values.data(), d * sizeof(double), stream);
+      }
+      scatter_device_rows(rows, d, involved, stats_.sums(), stream);
       std::vector<double> new_counts(counts.begin(), counts.end());
       copy_to_device(stats_.counts(), new_counts.data(), k * sizeof(double), stream);
       stream.synchronize();  // host buffers go out of scope
