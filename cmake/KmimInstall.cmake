@@ -13,3 +13,5 @@ write_basic_package_version_file(${CMAKE_BINARY_DIR}/kmimConfigVersion.cmake
   COMPATIBILITY SameMinorVersion)
 install(FILES ${CMAKE_BINARY_DIR}/kmimConfig.cmake ${CMAKE_BINARY_DIR}/kmimConfigVersion.cmake
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/kmim)
+# Class lists the job scripts use (e.g. ImageNet-100 for jobs/pretrain_200ep_in100.sh).
+install(DIRECTORY ${CMAKE_SOURCE_DIR}/data/ DESTINATION ${CMAKE_INSTALL_DATADIR}/kmim/data)
