@@ -3,8 +3,13 @@
 //       kmim::io::read_idx) cut into non-overlapping PATCH×PATCH grey patches with
 //       kmim::kmeans::extract_patches (x/255, no normalisation): [60000·(28/PATCH)², PATCH²]
 //   make_bench_data synthetic OUT.h5 N D           N vectors of a seeded mixture of 100 Gaussians in D
-//   make_bench_data init DATA.h5 OUT.h5 K SEED     K distinct rows of DATA's /features as /centroids
+//   make_bench_data init DATA.h5 OUT.h5 K SEED     K rows of DATA's /features with distinct values
+//       (seeded random order; duplicate patches such as blank background are skipped, so no
+//       method starts with empty clusters) as /centroids
+#include <algorithm>
 #include <cstdio>
+#include <set>
+#include <stdexcept>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -58,8 +63,16 @@ int main(int argc, char** argv) {
       const auto k = static_cast<std::size_t>(std::atoll(argv[4]));
       kmeans::IndexPermutation pick(dims[0], std::strtoull(argv[5], nullptr, 10), 77);
       std::vector<float> c(k * dims[1]);
-      for (std::size_t j = 0; j < k; ++j)
-        data.read_rows<float>(pick(j), 1, std::span<float>(c.data() + j * dims[1], dims[1]));
+      std::set<std::vector<float>> seen;
+      std::vector<float> row(dims[1]);
+      std::size_t j = 0;
+      for (std::uint64_t p = 0; j < k && p < dims[0]; ++p) {
+        data.read_rows<float>(pick(p), 1, row);
+        if (!seen.insert(row).second) continue;
+        std::copy(row.begin(), row.end(), c.begin() + static_cast<std::ptrdiff_t>(j * dims[1]));
+        ++j;
+      }
+      if (j < k) throw std::runtime_error("fewer distinct rows than K");
       io::create_file(argv[3]).write_dataset<float>("centroids", c, {k, dims[1]});
       return 0;
     }

@@ -4,10 +4,11 @@
 # K = 16, 256, 1024, same initial centroids, same iterations, same threads; plus OpenBLAS sgemm
 # peak measured in the same run and each process's peak memory. Prints the markdown table for
 # bench/RESULTS.md ("K-means CPU").
-# Usage: bench/kmeans/run_bench.sh [BUILD_DIR] [THREADS] [ITERS]   (default build/, 2, 10)
+# Usage: bench/kmeans/run_bench.sh [BUILD_DIR] [THREADS] [ITERS] [ROUNDS]   (default build/, 2, 5, 2)
+# On a shared machine each method runs ROUNDS times, interleaved, and its fastest round counts.
 # Peers come from PyPI into bench/.venv (created here); Debian's python3-sklearn is the fallback.
 set -euo pipefail
-BUILD=$(cd "${1:-build}" && pwd); THREADS=${2:-2}; ITERS=${3:-10}
+BUILD=$(cd "${1:-build}" && pwd); THREADS=${2:-2}; ITERS=${3:-5}; ROUNDS=${4:-2}
 HERE=$(cd "$(dirname "$0")" && pwd); ROOT=$(cd "$HERE/../.." && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kmim_kmeans_bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
@@ -35,5 +36,5 @@ g++ -O2 "$HERE/sgemm_peak.cpp" $(pkg-config --cflags --libs openblas) -o "$WORK/
 "$WORK/make_bench_data" fmnist "$WORK/fmnist.h5" /usr/share/datasets/fashion-mnist 7 >&2
 "$WORK/make_bench_data" synthetic "$WORK/synthetic.h5" 1000000 64
 
-echo "# $(date -u +%Y-%m-%d), $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) CPUs), $THREADS threads, $ITERS iterations"
-"$PY" "$HERE/run_bench.py" "$BUILD/bin/kmim_kmeans" "$WORK" "$WORK" "$THREADS" "$ITERS"
+echo "# $(date -u +%Y-%m-%d), $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) CPUs), $THREADS threads, $ITERS iterations, load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+"$PY" "$HERE/run_bench.py" "$BUILD/bin/kmim_kmeans" "$WORK" "$WORK" "$THREADS" "$ITERS" "$ROUNDS"

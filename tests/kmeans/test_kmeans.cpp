@@ -84,6 +84,13 @@ BOOST_AUTO_TEST_CASE(patch_vectors_follow_row_col_channel_order) {
   BOOST_TEST(sub[0] == static_cast<float>(value(4, 3, 0)) / 255.0f);  // tile 3: top-left pixel (2+2, 1+2)
   BOOST_TEST(sub[g.dim() + 5] == static_cast<float>(value(2, 2, 2)) / 255.0f);  // tile 0, (py 0, px 1, ch 2)
   BOOST_TEST(sub[g.dim() + 11] == static_cast<float>(value(3, 2, 2)) / 255.0f);
+  // The byte form (the pixel-mode cache) holds the same pixels in the same order; decoding it
+  // with PixelNormalization::apply gives exactly extract_patches' values.
+  std::vector<std::uint8_t> bytes(4 * g.dim());
+  extract_patch_bytes(image.data(), h, w, g, {}, bytes.data());
+  for (std::size_t i = 0; i < bytes.size(); ++i)
+    BOOST_TEST(norm.apply(bytes[i], static_cast<int>(i % 3)) == out[i], "value " << i);
+  BOOST_TEST(bytes[0] == value(2, 1, 0));
 }
 
 BOOST_AUTO_TEST_CASE(patch_geometry_is_checked) {

@@ -136,6 +136,11 @@ if [ -x "$KMIM_BIN_DIR/kmim_idx2folder" ] && [ -x "$KMIM_BIN_DIR/kmim_shard" ] &
     h5dump -a patch_size pixel.h5 | grep -q "(0): 7" || fail "pixel codebook patch_size"
     h5dump -H -d centroids pixel.h5 | grep -q "( 8, 147 )" || fail "pixel centroids shape (7*7*3 = 147)"
     grep -q "300 items × 16 vectors" pixel.log || { fail "pixel vector count"; cat pixel.log; }
+    grep -q "cached in memory as pixel bytes" pixel.log || fail "pixel mode caches bytes"
+    # Streaming (floats read every pass) and the byte cache give the same codebook.
+    "$BIN" --manifest shards/train.h5 -k 8 --crop 28 --patch 7 --iters 5 --memory-limit 0 --out pixel_stream.h5 \
+      > pixel_stream.log 2>&1 || { fail "pixel mode streaming run"; cat pixel_stream.log; }
+    "$TOOL" compare pixel_stream.h5 pixel.h5 0 > /dev/null || fail "pixel mode: streaming and byte cache differ"
     "$BIN" --manifest shards/train.h5 -k 8 --crop 28 --patch 7 --max-images 100 --patches-per-image 5 \
       --algorithm minibatch --batch-images 20 --passes 2 --out pixel_mb.h5 > pixel_mb.log 2>&1 \
       || { fail "pixel minibatch run"; cat pixel_mb.log; }

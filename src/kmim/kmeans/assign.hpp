@@ -5,6 +5,11 @@
 // and the product on machines without a GPU; assign_nearest_centroid_reference is the plain
 // double-precision definition it is tested against. A CUDA kernel with the same signature is
 // tested against both.
+//
+// Threads: the fast path splits x into row blocks over the OpenMP threads, each calling sgemm
+// with OpenBLAS set to one thread for the duration of the call (the caller's OpenBLAS thread
+// count is restored afterwards), so call it from one thread at a time. Block sizes depend on k
+// only, so results are bit-identical for any thread count.
 #pragma once
 
 #include <cstddef>

@@ -228,11 +228,11 @@ BuildResult build_codebook(const KmeansParams& p, const std::string& config_ini,
   std::unique_ptr<LocalVectors> local;
   agree_on_input_errors(comm, [&] { local = std::make_unique<LocalVectors>(*source, comm, memory_limit); });
   LocalVectors& data = *local;
-  const std::uint64_t local_bytes = data.count() * data.dim() * sizeof(float);
+  const std::uint64_t local_bytes = data.cache_bytes();
   const int streaming_ranks = comm.allreduce(data.cached() ? 0 : 1);
   if (streaming_ranks == 0)
-    log().info("kmeans: vectors cached in memory ({} on rank 0, --memory-limit {})", gib(local_bytes),
-               p.memory_limit);
+    log().info("kmeans: vectors cached in memory{} ({} on rank 0, --memory-limit {})",
+               data.cached_as_bytes() ? " as pixel bytes" : "", gib(local_bytes), p.memory_limit);
   else
     log().info("kmeans: streaming the vectors from the input every pass on {} of {} ranks ({} on "
                "rank 0 > --memory-limit {})",
@@ -244,10 +244,8 @@ BuildResult build_codebook(const KmeansParams& p, const std::string& config_ini,
     });
   const std::string identity = run_identity(p, *source, config);
   TrainState state;
-  bool resumed = false;
   if (p.resume && std::filesystem::exists(ckpt)) {
     agree_on_input_errors(comm, [&] { state = load_checkpoint(ckpt, identity, config.k, source->dim()); });
-    resumed = true;
     log().info("kmeans: resuming from '{}' after {} {}", ckpt.string(), state.completed,
                config.algorithm == Algorithm::lloyd ? "iterations" : "passes");
   } else {
@@ -279,7 +277,6 @@ BuildResult build_codebook(const KmeansParams& p, const std::string& config_ini,
     return BuildResult{Codebook{}, true};
   }
   if (state.converged) log().info("kmeans: converged (relative inertia change < {})", p.tol);
-  (void)resumed;
 
   const FinalAssignment final = final_assignment(data, state.centroids, config.k, comm);
   Codebook book;

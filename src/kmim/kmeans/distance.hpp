@@ -6,7 +6,8 @@
 
 namespace kmim::kmeans {
 
-/// ||v||² of n rows of v [n, d], accumulated in double and rounded to float.
+/// ||v||² of n rows of v [n, d], accumulated in double (eight interleaved partial sums, added
+/// pairwise) and rounded to float.
 void squared_norms(const float* v, std::size_t n, std::size_t d, float* out);
 
 /// out[i * m + j] = max(0, (||x_i||² - 2 x_i·c_j) + ||c_j||²) for x [n, d], c [m, d]; the same

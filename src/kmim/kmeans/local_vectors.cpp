@@ -19,19 +19,31 @@ LocalVectors::LocalVectors(VectorSource& source, const dist::Communicator& comm,
     : source_(source), dim_(source.dim()), per_item_(source.vectors_per_item()) {
   std::tie(first_item_, end_item_) = comm.block_range(source.items());
   const std::uint64_t item_bytes = per_item_ * dim_ * sizeof(float);
-  const std::uint64_t local_bytes = (end_item_ - first_item_) * item_bytes;
-  cached_ = local_bytes <= memory_limit_bytes;
+  const std::uint64_t item_cache_bytes = source.byte_coded() ? per_item_ * dim_ : item_bytes;
+  cache_bytes_ = (end_item_ - first_item_) * item_cache_bytes;
+  cached_ = cache_bytes_ <= memory_limit_bytes;
+  bytes_ = cached_ && source.byte_coded();
   chunk_items_ = std::max<std::uint64_t>(1, chunk_bytes / item_bytes);
   if (!cached_) return;
 
-  cache_.resize(count() * dim_);
   Progress progress("kmeans: reading vectors (rank 0's share)", end_item_ - first_item_, "items", 10.0);
-  for (std::uint64_t item = first_item_; item < end_item_; item += chunk_items_) {
-    const std::uint64_t n = std::min(chunk_items_, end_item_ - item);
-    float* out = cache_.data() + (item - first_item_) * per_item_ * dim_;
-    source_.read_items(item, n, std::span<float>(out, n * per_item_ * dim_));
-    check_finite(out, n * per_item_, item * per_item_);
-    progress.advance(n);
+  if (bytes_) {
+    codes_.resize(count() * dim_);
+    for (std::uint64_t item = first_item_; item < end_item_; item += chunk_items_) {
+      const std::uint64_t n = std::min(chunk_items_, end_item_ - item);
+      std::uint8_t* out = codes_.data() + (item - first_item_) * per_item_ * dim_;
+      source_.read_item_codes(item, n, std::span<std::uint8_t>(out, n * per_item_ * dim_));
+      progress.advance(n);
+    }
+  } else {
+    cache_.resize(count() * dim_);
+    for (std::uint64_t item = first_item_; item < end_item_; item += chunk_items_) {
+      const std::uint64_t n = std::min(chunk_items_, end_item_ - item);
+      float* out = cache_.data() + (item - first_item_) * per_item_ * dim_;
+      source_.read_items(item, n, std::span<float>(out, n * per_item_ * dim_));
+      check_finite(out, n * per_item_, item * per_item_);
+      progress.advance(n);
+    }
   }
   progress.finish();
 }
@@ -57,7 +69,14 @@ void LocalVectors::for_each_chunk(const ChunkVisitor& visit) {
     for (std::uint64_t item = first_item_; item < end_item_; item += chunk_items_) {
       const std::uint64_t n_items = std::min(chunk_items_, end_item_ - item);
       const std::uint64_t first = (item - first_item_) * per_item_;
-      visit(cache_.data() + first * dim_, n_items * per_item_, first);
+      const std::size_t n = n_items * per_item_;
+      if (!bytes_) {
+        visit(cache_.data() + first * dim_, n, first);
+      } else {
+        buffer_.resize(n * dim_);
+        source_.decode(codes_.data() + first * dim_, n, buffer_.data());
+        visit(buffer_.data(), n, first);
+      }
     }
     return;
   }
@@ -86,8 +105,12 @@ void LocalVectors::for_each_chunk(const ChunkVisitor& visit) {
 
 void LocalVectors::copy_vectors(std::span<const std::uint64_t> local_indices, float* out) {
   if (cached_) {
-    for (std::size_t i = 0; i < local_indices.size(); ++i)
-      std::copy_n(cache_.data() + local_indices[i] * dim_, dim_, out + i * dim_);
+    for (std::size_t i = 0; i < local_indices.size(); ++i) {
+      if (!bytes_)
+        std::copy_n(cache_.data() + local_indices[i] * dim_, dim_, out + i * dim_);
+      else
+        source_.decode(codes_.data() + local_indices[i] * dim_, 1, out + i * dim_);
+    }
     return;
   }
   // Streaming: read each needed item once.
@@ -111,9 +134,14 @@ void LocalVectors::copy_vectors(std::span<const std::uint64_t> local_indices, fl
 void LocalVectors::read_items(std::span<const std::uint64_t> items, std::vector<float>& out) {
   out.resize(items.size() * per_item_ * dim_);
   if (cached_) {
-    for (std::size_t i = 0; i < items.size(); ++i)
-      std::copy_n(cache_.data() + (items[i] - first_item_) * per_item_ * dim_, per_item_ * dim_,
-                  out.data() + i * per_item_ * dim_);
+    const std::size_t item_values = per_item_ * dim_;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      const std::size_t at = (items[i] - first_item_) * item_values;
+      if (!bytes_)
+        std::copy_n(cache_.data() + at, item_values, out.data() + i * item_values);
+      else
+        source_.decode(codes_.data() + at, per_item_, out.data() + i * item_values);
+    }
     return;
   }
   source_.read_item_list(items, out);

@@ -20,8 +20,8 @@ class LocalVectors {
   using ChunkVisitor = std::function<void(const float* x, std::size_t n, std::uint64_t first)>;
 
   /// Takes the block of items owned by comm's rank. Caches the block in memory when its
-  /// vectors take at most memory_limit_bytes (and reads it now, checking every value is finite),
-  /// else streams it in chunks of about chunk_bytes.
+  /// vectors take at most memory_limit_bytes (as bytes for byte-coded sources, else as floats;
+  /// read now, every value checked finite), else streams it in chunks of about chunk_bytes.
   LocalVectors(VectorSource& source, const dist::Communicator& comm, std::uint64_t memory_limit_bytes,
                std::uint64_t chunk_bytes = std::uint64_t{64} << 20);
 
@@ -33,6 +33,10 @@ class LocalVectors {
   std::uint64_t first_vector() const { return first_item_ * per_item_; }
   std::uint64_t count() const { return (end_item_ - first_item_) * per_item_; }  ///< local vectors
   bool cached() const { return cached_; }
+  /// Cached as bytes (pixel mode: 1 byte per value, decoded per chunk when used).
+  bool cached_as_bytes() const { return cached_ && bytes_; }
+  /// Bytes this rank's share takes in memory when cached (floats, or bytes for byte-coded input).
+  std::uint64_t cache_bytes() const { return cache_bytes_; }
   bool owns_item(std::uint64_t item) const { return item >= first_item_ && item < end_item_; }
 
   /// Visits every local vector once, in order (streaming: reading one chunk ahead on another
@@ -54,7 +58,10 @@ class LocalVectors {
   std::uint64_t end_item_ = 0;
   std::uint64_t chunk_items_ = 1;
   bool cached_ = false;
+  std::uint64_t cache_bytes_ = 0;
+  bool bytes_ = false;  // the cache holds bytes (byte-coded source)
   std::vector<float> cache_;
+  std::vector<std::uint8_t> codes_;  // byte-coded cache
   std::vector<float> buffer_;
   std::vector<float> next_buffer_;  // streaming: the chunk being read ahead
 };

@@ -82,6 +82,32 @@ void extract_patches(const std::uint8_t* image, int height, int width, const Pat
   }
 }
 
+void extract_patch_bytes(const std::uint8_t* image, int height, int width, const PatchGeometry& g,
+                         std::span<const std::uint32_t> tiles, std::uint8_t* out) {
+  if (g.crop > height || g.crop > width || g.patch < 1 || g.crop % g.patch != 0)
+    throw Error(fmt::format("extract_patch_bytes: crop {} / patch {} do not fit a {}×{} image", g.crop,
+                            g.patch, width, height));
+  const int top = static_cast<int>(std::lround((height - g.crop) / 2.0));
+  const int left = static_cast<int>(std::lround((width - g.crop) / 2.0));
+  const int grid = g.grid();
+  const std::size_t count =
+      tiles.empty() ? static_cast<std::size_t>(grid) * static_cast<std::size_t>(grid) : tiles.size();
+  const std::size_t row_bytes = static_cast<std::size_t>(width) * static_cast<std::size_t>(g.channels);
+  const std::size_t patch_row = static_cast<std::size_t>(g.patch) * static_cast<std::size_t>(g.channels);
+  for (std::size_t t = 0; t < count; ++t) {
+    const std::uint32_t tile = tiles.empty() ? static_cast<std::uint32_t>(t) : tiles[t];
+    const int ty = static_cast<int>(tile) / grid;
+    const int tx = static_cast<int>(tile) % grid;
+    if (ty >= grid) throw Error(fmt::format("extract_patch_bytes: tile {} outside the {}×{} grid", tile, grid, grid));
+    std::uint8_t* v = out + t * g.dim();
+    for (int py = 0; py < g.patch; ++py) {
+      const std::uint8_t* src = image + static_cast<std::size_t>(top + ty * g.patch + py) * row_bytes +
+                                static_cast<std::size_t>(left + tx * g.patch) * static_cast<std::size_t>(g.channels);
+      std::copy_n(src, patch_row, v + static_cast<std::size_t>(py) * patch_row);
+    }
+  }
+}
+
 std::vector<std::uint32_t> sample_tiles(std::uint64_t seed, std::uint64_t image_index, int total,
                                         int count) {
   std::vector<std::uint32_t> all(static_cast<std::size_t>(std::max(total, 0)));

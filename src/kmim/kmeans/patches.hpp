@@ -63,6 +63,12 @@ void extract_patches(const std::uint8_t* image, int height, int width, const Pat
                      const PixelNormalization& normalization, std::span<const std::uint32_t> tiles,
                      float* out);
 
+/// The same tiles as extract_patches, as raw bytes (vector[(py * P + px) * C + ch] = pixel byte):
+/// pixel-mode vectors are cached in this form, 4× smaller, and decoded with
+/// PixelNormalization::apply (a 256-entry table per channel) when used.
+void extract_patch_bytes(const std::uint8_t* image, int height, int width, const PatchGeometry& geometry,
+                         std::span<const std::uint32_t> tiles, std::uint8_t* out);
+
 /// The tiles of image `image_index` kept when only `count` of `total` tiles per image are used:
 /// `count` distinct tiles, ascending, drawn from RandomStream(seed, stream_id({kPatchSampleKey,
 /// image_index})) (a partial Fisher–Yates shuffle). Depends on nothing else, so the same patches

@@ -36,6 +36,10 @@ ShardPatchSource::ShardPatchSource(const std::filesystem::path& manifest,
     for (std::uint64_t i = 0; i < options_.max_images; ++i) images_[i] = order(i);
     std::sort(images_.begin(), images_.end());
   }
+  table_.resize(256 * 3);
+  for (int ch = 0; ch < 3; ++ch)
+    for (int v = 0; v < 256; ++v)
+      table_[static_cast<std::size_t>(ch * 256 + v)] = options_.normalization.apply(static_cast<std::uint8_t>(v), ch);
 }
 
 ShardPatchSource::~ShardPatchSource() = default;
@@ -63,9 +67,8 @@ void ShardPatchSource::extract(std::span<const std::uint64_t> image_indices,
   }
 }
 
-void ShardPatchSource::read_items(std::uint64_t first, std::uint64_t count, std::span<float> out) {
-  if (first + count > items() || out.size() != count * per_image_ * dim())
-    throw FileError(path(), "internal: read outside the split or wrong buffer size");
+std::vector<std::uint64_t> ShardPatchSource::read_images(std::uint64_t first, std::uint64_t count) {
+  if (first + count > items()) throw FileError(path(), "internal: read outside the split");
   pixels_.resize(count * dataset_->image_bytes());
   std::vector<std::uint64_t> indices(count);
   if (images_.empty()) {
@@ -75,7 +78,50 @@ void ShardPatchSource::read_items(std::uint64_t first, std::uint64_t count, std:
     std::copy_n(images_.begin() + static_cast<std::ptrdiff_t>(first), count, indices.begin());
     dataset_->read_indices(indices, pixels_);
   }
+  return indices;
+}
+
+void ShardPatchSource::read_items(std::uint64_t first, std::uint64_t count, std::span<float> out) {
+  if (out.size() != count * per_image_ * dim()) throw FileError(path(), "internal: wrong buffer size");
+  const auto indices = read_images(first, count);
   extract(indices, pixels_, out);
+}
+
+void ShardPatchSource::read_item_codes(std::uint64_t first, std::uint64_t count, std::span<std::uint8_t> out) {
+  if (out.size() != count * per_image_ * dim()) throw FileError(path(), "internal: wrong buffer size");
+  const auto indices = read_images(first, count);
+  extract_bytes(indices, pixels_, out);
+}
+
+void ShardPatchSource::extract_bytes(std::span<const std::uint64_t> image_indices,
+                                     const std::vector<std::uint8_t>& pixels, std::span<std::uint8_t> out) const {
+  const std::size_t image_bytes = dataset_->image_bytes();
+  const int size = dataset_->image_size();
+  const std::size_t item_bytes = per_image_ * dim();
+  const int total = options_.geometry.patches_per_image();
+  const bool all_tiles = static_cast<int>(per_image_) == total;
+  const auto n = static_cast<std::ptrdiff_t>(image_indices.size());
+#pragma omp parallel for schedule(static)
+  for (std::ptrdiff_t i = 0; i < n; ++i) {
+    const auto u = static_cast<std::size_t>(i);
+    std::vector<std::uint32_t> tiles;
+    if (!all_tiles)
+      tiles = sample_tiles(options_.seed, image_indices[u], total, static_cast<int>(per_image_));
+    extract_patch_bytes(pixels.data() + u * image_bytes, size, size, options_.geometry, tiles,
+                        out.data() + u * item_bytes);
+  }
+}
+
+void ShardPatchSource::decode(const std::uint8_t* codes, std::size_t n_vectors, float* out) const {
+  // Component t of a vector is channel t % 3 (vectors are (row, col, channel) ordered).
+  const std::size_t d = dim();
+  const auto n = static_cast<std::ptrdiff_t>(n_vectors);
+#pragma omp parallel for schedule(static)
+  for (std::ptrdiff_t i = 0; i < n; ++i) {
+    const std::uint8_t* c = codes + static_cast<std::size_t>(i) * d;
+    float* o = out + static_cast<std::size_t>(i) * d;
+    for (std::size_t t = 0; t < d; ++t) o[t] = table_[(t % 3) * 256 + c[t]];
+  }
 }
 
 void ShardPatchSource::read_item_list(std::span<const std::uint64_t> items, std::span<float> out) {

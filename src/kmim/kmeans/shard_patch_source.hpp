@@ -33,6 +33,9 @@ class ShardPatchSource final : public VectorSource {
   std::size_t dim() const override { return options_.geometry.dim(); }
   void read_items(std::uint64_t first, std::uint64_t count, std::span<float> out) override;
   void read_item_list(std::span<const std::uint64_t> items, std::span<float> out) override;
+  bool byte_coded() const override { return true; }
+  void read_item_codes(std::uint64_t first, std::uint64_t count, std::span<std::uint8_t> out) override;
+  void decode(const std::uint8_t* codes, std::size_t n_vectors, float* out) const override;
   const std::filesystem::path& path() const override;
   std::string fingerprint() const override;
   std::string mode() const override { return "pixel"; }
@@ -47,6 +50,10 @@ class ShardPatchSource final : public VectorSource {
  private:
   void extract(std::span<const std::uint64_t> image_indices, const std::vector<std::uint8_t>& pixels,
                std::span<float> out) const;
+  void extract_bytes(std::span<const std::uint64_t> image_indices, const std::vector<std::uint8_t>& pixels,
+                     std::span<std::uint8_t> out) const;
+  /// Reads the images of items [first, first + count) into pixels_; returns their dataset indices.
+  std::vector<std::uint64_t> read_images(std::uint64_t first, std::uint64_t count);
 
   std::unique_ptr<io::ShardDataset> dataset_;
   ShardPatchOptions options_;
@@ -54,6 +61,7 @@ class ShardPatchSource final : public VectorSource {
   std::vector<std::uint64_t> images_;  // the chosen subset (ascending); empty: all images
   std::size_t per_image_ = 0;
   std::vector<std::uint8_t> pixels_;   // read buffer
+  std::vector<float> table_;           // 256 normalised values per channel (decode)
 };
 
 }  // namespace kmim::kmeans

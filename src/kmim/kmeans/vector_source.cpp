@@ -11,6 +11,14 @@
 
 namespace kmim::kmeans {
 
+void VectorSource::read_item_codes(std::uint64_t, std::uint64_t, std::span<std::uint8_t>) {
+  throw Error("VectorSource::read_item_codes: this source is not byte-coded");
+}
+
+void VectorSource::decode(const std::uint8_t*, std::size_t, float*) const {
+  throw Error("VectorSource::decode: this source is not byte-coded");
+}
+
 // ---- MemoryVectorSource ----------------------------------------------------------------------
 
 MemoryVectorSource::MemoryVectorSource(std::vector<float> data, std::size_t dim,

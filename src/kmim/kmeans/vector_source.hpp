@@ -31,6 +31,14 @@ class VectorSource {
   /// Reads the listed items (ascending order) into out, one item after the other.
   virtual void read_item_list(std::span<const std::uint64_t> items, std::span<float> out) = 0;
 
+  /// Byte-coded sources (pixel patches): every vector component is table[component % channels]
+  /// [byte], so a rank can cache the bytes (4× smaller than floats) and decode them when used.
+  virtual bool byte_coded() const { return false; }
+  /// Reads the bytes of items [first, first + count) (byte-coded sources only).
+  virtual void read_item_codes(std::uint64_t first, std::uint64_t count, std::span<std::uint8_t> out);
+  /// Turns n_vectors vectors of bytes into floats, exactly the values read_items gives.
+  virtual void decode(const std::uint8_t* codes, std::size_t n_vectors, float* out) const;
+
   /// The input file (named in error messages).
   virtual const std::filesystem::path& path() const = 0;
   /// A stable text identifying the input's content (provenance, checkpoint compatibility).
