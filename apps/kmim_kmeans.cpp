@@ -10,7 +10,7 @@
 #include "kmim/core/options.hpp"
 #include "kmim/dist/program.hpp"
 #include "kmim/kmeans/build_codebook.hpp"
-#include "kmim/kmeans/stop_request.hpp"
+#include "kmim/core/stop_request.hpp"
 
 namespace {
 
@@ -36,7 +36,7 @@ int run(kmim::dist::Communicator& comm, int argc, char** argv) {
   if (!opts.parse(with_short_k(argc, argv), std::cout)) return 0;
   const auto result = kmim::kmeans::build_codebook(params, opts.effective_ini(), comm);
   // Stopped on SIGUSR1 with a checkpoint written: 75 asks the job script to requeue (--resume).
-  return result.stopped_on_request ? kmim::kmeans::kExitCheckpointed : 0;
+  return result.stopped_on_request ? kmim::kExitCheckpointed : 0;
 }
 
 }  // namespace

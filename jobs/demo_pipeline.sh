@@ -38,13 +38,13 @@ if [ -z "${KMIM_IMAGENET_ROOT:-}" ]; then
   fi
 fi
 
-# Tiny configs: 32-pixel images, one shard per split, K = 10 over 16x16 patches (mini-batch
-# K-means, 10 passes of 50 images), a few epochs.
+# Tiny configs: 32-pixel images, one shard per split, K = 10 over 4x4 patches (mini-batch
+# K-means, 10 passes of 50 images), the vit_tiny_demo model (img 32, patch 4) for a few epochs.
 export KMIM_CLASSES="${KMIM_CLASSES-}"
 export KMIM_SHARD_IMAGE_SIZE="${KMIM_SHARD_IMAGE_SIZE:-32}" KMIM_SHARD_IMAGES="${KMIM_SHARD_IMAGES:-256}"
-export KMIM_K="${KMIM_K:-10}" KMIM_KMEANS_CROP="${KMIM_KMEANS_CROP:-32}" KMIM_KMEANS_PATCH="${KMIM_KMEANS_PATCH:-16}"
+export KMIM_K="${KMIM_K:-10}" KMIM_KMEANS_CROP="${KMIM_KMEANS_CROP:-32}" KMIM_KMEANS_PATCH="${KMIM_KMEANS_PATCH:-4}"
 export KMIM_KMEANS_PASSES="${KMIM_KMEANS_PASSES:-10}" KMIM_KMEANS_BATCH_IMAGES="${KMIM_KMEANS_BATCH_IMAGES:-50}"
-export KMIM_MODEL="${KMIM_MODEL:-vit_small}" KMIM_EPOCHS="${KMIM_EPOCHS:-2}" KMIM_BATCH_SIZE="${KMIM_BATCH_SIZE:-32}"
+export KMIM_MODEL="${KMIM_MODEL:-vit_tiny_demo}" KMIM_EPOCHS="${KMIM_EPOCHS:-2}" KMIM_BATCH_SIZE="${KMIM_BATCH_SIZE:-32}"
 export KMIM_WARMUP_EPOCHS="${KMIM_WARMUP_EPOCHS:-1}" KMIM_LINPROBE_EPOCHS="${KMIM_LINPROBE_EPOCHS:-2}"
 export KMIM_SBATCH_ARGS="${KMIM_DEMO_SBATCH_ARGS:---nodes=1 --ntasks-per-node=$ranks --cpus-per-task=1 --gpus-per-node=0 --mem=1G --time=15} ${KMIM_SBATCH_ARGS:-}"
 exec "$here/pipeline.sh" --recipe in100 "$@"

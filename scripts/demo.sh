@@ -38,4 +38,17 @@ echo "== 4. kmim_tcas: which tokenizer aligns tokens with classes best (before a
 run mpirun -np "$ranks" "$bin/kmim_tcas" --manifest "$demo/shards/val.h5" \
   --sweep "$demo/codebooks/pixel_k*.h5" --label-tokenizer --random-tokenizer 50 --out "$demo/tcas.h5"
 
+echo "== 5. kmim_pretrain: vit_tiny_demo (img 32, patch 4) for K-MIM with each codebook, the MAE"
+echo "      pixel baseline, and the label / random tokenizers (8 epochs each, global batch 128)"
+pretrain() {  # name, extra options...
+  local name="$1"; shift
+  run mpirun -np "$ranks" "$bin/kmim_pretrain" --manifest "$demo/shards/train.h5" \
+    --out-dir "$demo/pretrain/$name" --model vit_tiny_demo --epochs 8 --batch-size 128 \
+    --warmup-epochs 1 --blr 1.5e-3 --seed 0 --log-every 10 --resume auto "$@"
+}
+for k in 10 50 200; do pretrain "kmim_pixel_k$k" --tokenizer pixel --codebook "$demo/codebooks/pixel_k$k.h5"; done
+pretrain mae --loss mae
+pretrain label --tokenizer label
+pretrain random_k50 --tokenizer random --random-k 50
+
 echo "kmim demo finished: outputs in $demo"

@@ -32,11 +32,12 @@ packages=(
   dataset-fashion-mnist                      # the demo's real images
   python3 python3-numpy python3-h5py         # tests read our HDF5 as downstream users do
   python3-sklearn                            # linear-probe reference in the evaluation tests
+  python3-torch                              # tools/convert_timm_vit.py and its reference-ViT test
   gnuplot-nox                                # kmim_report plots
   munge slurm-wlm slurmctld slurmd slurm-client    # a real local Slurm for the job tests
   procps psmisc time                         # ps/pkill-free process checks, /usr/bin/time
 )
-bench_packages=(python3-venv python3-pip python3-faiss python3-torch)
+bench_packages=(python3-venv python3-pip python3-faiss)
 
 wanted=("${packages[@]}")
 [ "$bench" = 1 ] && wanted+=("${bench_packages[@]}")

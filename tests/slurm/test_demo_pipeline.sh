@@ -63,15 +63,15 @@ for s in "${ran[@]}"; do
         "sorted(np.unique(f['labels'][:])) == list(range(10))"
       h5_check "$run/data/val.h5" "f.attrs['num_images'] == 50" "f['images'].shape == (50, 32, 32, 3)" ;;
     kmeans)
-      h5_check "$run/codebook.h5" "f['centroids'].shape == (10, 768)" "np.isfinite(f['centroids'][:]).all()" \
-        "f['cluster_sizes'][:].sum() == 200 * 4" ;;
+      h5_check "$run/codebook.h5" "f['centroids'].shape == (10, 48)" "np.isfinite(f['centroids'][:]).all()" \
+        "f['cluster_sizes'][:].sum() == 200 * 64" ;;
     pretrain)
       ckpt="$(ls -t "$run/pretrain"/*.h5 2>/dev/null | sed -n 1p)"
       [ -n "$ckpt" ] || fail "stage pretrain wrote no .h5 file in $run/pretrain"
       h5dump -H "$ckpt" >/dev/null || fail "$ckpt is not a valid HDF5 file" ;;
     tcas)  # docs/eval.md: one group per tokenizer with its [K, C] token-class counts
       h5_check "$run/tcas.h5" "f.attrs['kind'] == 'kmim_tcas_report'" "f.attrs['images'] == 50" \
-        "all(f[t + '/counts'][:].sum() == 50 * 4 for t in f['tokenizers'].asstr()[:])" ;;
+        "all(f[t + '/counts'][:].sum() == 50 * 64 for t in f['tokenizers'].asstr()[:])" ;;
     linprobe)
       h5dump -H "$run/linprobe.h5" >/dev/null || fail "linprobe.h5 is not a valid HDF5 file" ;;
   esac

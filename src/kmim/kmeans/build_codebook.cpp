@@ -20,7 +20,7 @@
 #include "kmim/kmeans/checkpoint.hpp"
 #include "kmim/kmeans/local_vectors.hpp"
 #include "kmim/kmeans/shard_patch_source.hpp"
-#include "kmim/kmeans/stop_request.hpp"
+#include "kmim/core/stop_request.hpp"
 #include "kmim/kmeans/train.hpp"
 
 namespace kmim::kmeans {
@@ -176,7 +176,7 @@ std::string gib(std::uint64_t bytes) { return fmt::format("{:.2f} GiB", static_c
 
 BuildResult build_codebook(const KmeansParams& p, const std::string& config_ini,
                            const dist::Communicator& comm, const std::string& program) {
-  const StopRequestSignal stop_signal;
+  const kmim::StopRequest stop_signal;  // SIGUSR1/SIGTERM: checkpoint at the next boundary
   validate_kmeans_params(p);
   const std::uint64_t memory_limit = parse_byte_size(p.memory_limit, "memory-limit");
   const std::filesystem::path out = p.out;

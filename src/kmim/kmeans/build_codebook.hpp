@@ -61,7 +61,7 @@ struct BuildResult {
 };
 
 /// Runs the whole stage on every rank of comm; rank 0 writes p.out (atomically). On SIGUSR1
-/// (stop_request.hpp) it writes the checkpoint at the next iteration/pass boundary and returns
+/// (kmim/core/stop_request.hpp: SIGUSR1 or SIGTERM) it writes the checkpoint at the next iteration/pass boundary and returns
 /// with stopped_on_request set instead.
 BuildResult build_codebook(const KmeansParams& p, const std::string& config_ini,
                            const dist::Communicator& comm, const std::string& program = "kmim_kmeans");
