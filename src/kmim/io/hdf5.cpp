@@ -52,6 +52,11 @@ bool is_parallel(MPI_Comm comm) {
 
 }  // namespace
 
+std::mutex& hdf5_mutex() {
+  static std::mutex m;
+  return m;
+}
+
 void H5Id::reset() {
   if (id_ < 0) return;
   switch (H5Iget_type(id_)) {

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <mutex>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -23,6 +24,11 @@
 #include "kmim/core/options.hpp"
 
 namespace kmim::io {
+
+/// The HDF5 library Debian ships is built without thread safety: every HDF5 call in a process
+/// must be serialised. ShardDataset and BatchPrefetcher take this lock around theirs; code that
+/// uses HDF5 on another thread while a prefetcher runs must take it too.
+std::mutex& hdf5_mutex();
 
 template <class T>
 hid_t h5_native_type() {

@@ -91,10 +91,6 @@ std::uint32_t compute_shard_checksum(const H5Dataset& images, const H5Dataset& l
 
 }  // namespace shard_format
 
-std::mutex& hdf5_mutex() {
-  static std::mutex m;
-  return m;
-}
 
 // ---- ShardDataset ----------------------------------------------------------------------
 

@@ -28,6 +28,8 @@
 #include <utility>
 #include <vector>
 
+#include "kmim/io/hdf5.hpp"  // hdf5_mutex()
+
 namespace kmim::io {
 
 class H5Object;
@@ -79,11 +81,6 @@ std::string manifest_fingerprint(const std::string& content_digest, int image_si
 std::uint32_t compute_shard_checksum(const H5Dataset& images, const H5Dataset& labels,
                                      std::size_t rows_per_read = 64);
 }  // namespace shard_format
-
-/// HDF5 in kmim is built without thread safety: every HDF5 call in a process must be
-/// serialised. ShardDataset and BatchPrefetcher take this lock around theirs; code that uses
-/// HDF5 on another thread while a prefetcher runs must take it too.
-std::mutex& hdf5_mutex();
 
 class ShardDataset {
  public:
