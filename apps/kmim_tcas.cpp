@@ -2,6 +2,8 @@
 //
 //   kmim_tcas --manifest shards/val.h5 --sweep 'codebooks/k*.h5' --label-tokenizer
 //             --random-tokenizer 50 --out tcas.h5
+//   kmim_tcas --manifest shards/val.h5 --feature-codebook dino_k100.h5
+//             --tokenizer-checkpoint dino_vits16.h5 --out tcas_dino.h5
 //
 // Counts n[t][c] (patches of class c given token t) for every tokenizer in one pass over the
 // images (ranks take blocks of images; counts are summed with MPI), computes TCAS and the
@@ -24,12 +26,16 @@
 #include "kmim/core/log.hpp"
 #include "kmim/core/options.hpp"
 #include "kmim/dist/program.hpp"
+#include "kmim/eval/feature_codebook_tokenizer.hpp"
+#include "kmim/eval/frozen_encoder.hpp"
 #include "kmim/eval/tcas.hpp"
 #include "kmim/eval/tcas_report.hpp"
 #include "kmim/eval/tcas_tokenizers.hpp"
 #include "kmim/eval/token_class_counts.hpp"
 #include "kmim/io/atomic_output.hpp"
 #include "kmim/io/shard_dataset.hpp"
+#include "kmim/kmeans/codebook.hpp"
+#include "kmim/tokenize/target_tokenizer.hpp"
 
 namespace fs = std::filesystem;
 using namespace kmim;
@@ -38,8 +44,11 @@ namespace {
 
 struct TcasParams {
   std::string manifest;                  // shard split manifest (e.g. shards/val.h5)
-  std::vector<std::string> codebooks;    // --codebook FILE, repeatable
+  std::vector<std::string> codebooks;    // --codebook FILE, repeatable (pixel, or feature with
+                                         //   --tokenizer-checkpoint)
   std::vector<std::string> sweep;        // --sweep PATTERN: files or shell globs, repeatable
+  std::vector<std::string> feature_codebooks;  // --feature-codebook FILE: feature-mode, repeatable
+  std::string tokenizer_checkpoint;      // the frozen encoder of the feature codebooks
   bool label_tokenizer = false;          // reference: token = class (TCAS 0)
   std::vector<std::size_t> random_tokenizers;  // reference: K uniformly random tokens (TCAS ≈ 1)
   std::uint64_t max_per_class = 0;       // 0: every image; else a seeded sample per class
@@ -82,12 +91,15 @@ std::vector<std::string> expand_pattern(const std::string& pattern) {
 int run(dist::Communicator& comm, int argc, char** argv) {
   TcasParams p;
   OptionSet opts("kmim_tcas",
-                 "Token-class alignment score (TCAS, SPEC section 3) of pixel codebooks and\n"
-                 "reference tokenizers on a shard split: alpha = sum_t p(t)(1 - sum_c p(c|t)^2),\n"
+                 "Token-class alignment score (TCAS, SPEC section 3) of pixel codebooks, feature\n"
+                 "codebooks over a frozen encoder (K-MIM DINO/DeiT/MAE) and reference tokenizers\n"
+                 "on a shard split: alpha = sum_t p(t)(1 - sum_c p(c|t)^2),\n"
                  "alpha0 = 1 - sum_c p(c)^2, TCAS = alpha / alpha0 (lower is better).");
   opts.add_required("manifest", p.manifest, "shard split manifest (<shards>/<split>.h5), e.g. the val split")
-      .add("codebook", p.codebooks, "pixel codebook from kmim_kmeans (repeatable)")
+      .add("codebook", p.codebooks, "codebook from kmim_kmeans (repeatable): pixel mode, or feature mode with --tokenizer-checkpoint")
       .add("sweep", p.sweep, "codebook files or shell patterns, e.g. 'cb/k*.h5' (repeatable)")
+      .add("feature-codebook", p.feature_codebooks, "feature-mode codebook (kmim_kmeans --features over kmim_extract --pool patches) of the --tokenizer-checkpoint encoder's patch tokens (repeatable)")
+      .add("tokenizer-checkpoint", p.tokenizer_checkpoint, "kmim checkpoint of the frozen encoder whose final-LayerNorm patch tokens the feature codebooks cluster")
       .add_flag("label-tokenizer", p.label_tokenizer, "add the label tokenizer (token = class; TCAS 0)")
       .add("random-tokenizer", p.random_tokenizers, "add a uniformly random tokenizer with K tokens (repeatable; TCAS about 1)")
       .add("max-per-class", p.max_per_class, "count at most this many images per class, a seeded sample (0: all)")
@@ -106,19 +118,23 @@ int run(dist::Communicator& comm, int argc, char** argv) {
     require_option(k >= 1, "random-tokenizer", std::to_string(k), "must be at least 1");
   if (p.threads > 0) omp_set_num_threads(p.threads);
 
-  std::vector<std::string> codebook_files = p.codebooks;
+  // Codebook files in order: --codebook, --sweep, --feature-codebook (the last must be feature
+  // mode); each file measured once.
+  std::vector<std::pair<std::string, bool>> codebook_files;  // (file, given as --feature-codebook)
+  for (const auto& f : p.codebooks) codebook_files.emplace_back(f, false);
   for (const auto& pattern : p.sweep)
-    for (auto& f : expand_pattern(pattern)) codebook_files.push_back(std::move(f));
+    for (auto& f : expand_pattern(pattern)) codebook_files.emplace_back(std::move(f), false);
+  for (const auto& f : p.feature_codebooks) codebook_files.emplace_back(f, true);
   {
     std::set<std::string> seen;
-    std::vector<std::string> unique;
+    std::vector<std::pair<std::string, bool>> unique;
     for (auto& f : codebook_files)
-      if (seen.insert(fs::weakly_canonical(f).string()).second) unique.push_back(f);
+      if (seen.insert(fs::weakly_canonical(f.first).string()).second) unique.push_back(f);
     codebook_files = std::move(unique);
   }
   if (codebook_files.empty() && !p.label_tokenizer && p.random_tokenizers.empty())
-    throw UsageError("kmim_tcas: nothing to measure; give --codebook, --sweep, --label-tokenizer "
-                     "or --random-tokenizer");
+    throw UsageError("kmim_tcas: nothing to measure; give --codebook, --sweep, --feature-codebook, "
+                     "--label-tokenizer or --random-tokenizer");
   const fs::path out = p.out;
   io::ensure_writable_directory(out.parent_path().empty() ? fs::path(".") : out.parent_path());
 
@@ -135,23 +151,54 @@ int run(dist::Communicator& comm, int argc, char** argv) {
     names.insert(candidate);
     return candidate;
   };
-  for (const auto& file : codebook_files) {
-    eval::PixelCodebook cb = eval::load_pixel_codebook(file);
+  std::shared_ptr<eval::EncoderTokenCache> encoder;  // shared by every feature codebook
+  for (const auto& [file, must_be_feature] : codebook_files) {
+    const std::string mode = kmeans::Codebook::load(file).mode;
     eval::TokenizerTcas r;
-    r.kind = "codebook";
     r.source = file;
-    r.source_fingerprint = cb.fingerprint;
-    r.name = unique_name(fmt::format("codebook_k{}", cb.k));
-    tokenizers.push_back(
-        std::make_unique<eval::PixelCodebookTokenizer>(std::move(cb), image_size, r.name));
+    if (mode == "feature" || must_be_feature) {
+      eval::FeatureCodebook cb = eval::load_feature_codebook(file);  // refuses pixel mode
+      if (p.tokenizer_checkpoint.empty())
+        throw FileError(file, "is a feature-mode codebook; give --tokenizer-checkpoint, the frozen "
+                              "encoder whose patch tokens it clusters");
+      if (!encoder) {
+        eval::FrozenEncoder frozen = eval::load_frozen_encoder(p.tokenizer_checkpoint);
+        eval::check_encoder_fits_images(frozen, image_size, p.manifest);
+        encoder = std::make_shared<eval::EncoderTokenCache>(std::move(frozen));
+      }
+      r.kind = "feature";
+      r.source_fingerprint = cb.fingerprint;
+      r.centroids_crc32 = cb.centroids_crc32;
+      r.encoder = p.tokenizer_checkpoint;
+      r.encoder_fingerprint = encoder->encoder().fingerprint;
+      r.name = unique_name(fmt::format("feature_k{}", cb.k));
+      tokenizers.push_back(
+          std::make_unique<eval::FeatureCodebookTokenizer>(std::move(cb), encoder, image_size, r.name));
+    } else {
+      eval::PixelCodebook cb = eval::load_pixel_codebook(file);
+      r.kind = "codebook";
+      r.source_fingerprint = cb.fingerprint;
+      r.centroids_crc32 = tokenize::float_digest(cb.centroids);
+      r.name = unique_name(fmt::format("codebook_k{}", cb.k));
+      tokenizers.push_back(
+          std::make_unique<eval::PixelCodebookTokenizer>(std::move(cb), image_size, r.name));
+    }
     reports.push_back(std::move(r));
   }
+  if (!p.tokenizer_checkpoint.empty() && !encoder)
+    throw OptionError("tokenizer-checkpoint", p.tokenizer_checkpoint,
+                      "is given but no feature-mode codebook is (--feature-codebook)");
+  if (encoder) log().info("tcas: feature tokenizer encoder {}", encoder->encoder().description());
   // The reference tokenizers' patch grid: the first codebook's, unless given.
   int patch = p.patch, crop = p.crop;
   if (const auto* first = tokenizers.empty() ? nullptr
                               : dynamic_cast<const eval::PixelCodebookTokenizer*>(tokenizers[0].get())) {
     if (patch == 0) patch = first->codebook().geometry.patch;
     if (crop == 0) crop = first->codebook().geometry.crop;
+  } else if (const auto* feature = tokenizers.empty() ? nullptr
+                                   : dynamic_cast<const eval::FeatureCodebookTokenizer*>(tokenizers[0].get())) {
+    if (patch == 0) patch = feature->encoder().config().patch_size;
+    if (crop == 0) crop = feature->encoder().config().img_size;
   }
   if (patch == 0) patch = std::min(16, image_size);
   if (crop == 0) crop = image_size / patch * patch;
@@ -166,11 +213,17 @@ int run(dist::Communicator& comm, int argc, char** argv) {
   const int reference_patches = grid * grid;
   if (p.label_tokenizer) {
     tokenizers.push_back(std::make_unique<eval::LabelTokenizer>(classes, reference_patches));
-    reports.push_back({unique_name("label"), "label", "", "", 0, {}, {}});
+    eval::TokenizerTcas r;
+    r.name = unique_name("label");
+    r.kind = "label";
+    reports.push_back(std::move(r));
   }
   for (std::size_t k : p.random_tokenizers) {
     auto t = std::make_unique<eval::RandomTokenizer>(k, reference_patches, p.seed);
-    reports.push_back({unique_name(t->name()), "random", "", "", 0, {}, {}});
+    eval::TokenizerTcas r;
+    r.name = unique_name(t->name());
+    r.kind = "random";
+    reports.push_back(std::move(r));
     tokenizers.push_back(std::move(t));
   }
 

@@ -15,3 +15,6 @@ install(FILES ${CMAKE_BINARY_DIR}/kmimConfig.cmake ${CMAKE_BINARY_DIR}/kmimConfi
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/kmim)
 # Class lists the job scripts use (e.g. ImageNet-100 for jobs/pretrain_200ep_in100.sh).
 install(DIRECTORY ${CMAKE_SOURCE_DIR}/data/ DESTINATION ${CMAKE_INSTALL_DATADIR}/kmim/data)
+# The PyTorch → kmim checkpoint converter (DINO / DeiT / timm ViTs).
+install(PROGRAMS ${CMAKE_SOURCE_DIR}/tools/convert_timm_vit.py DESTINATION ${CMAKE_INSTALL_BINDIR}
+        RENAME kmim_convert_timm_vit)

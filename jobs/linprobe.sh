@@ -4,14 +4,16 @@
 #   sbatch jobs/linprobe.sh
 #
 # Environment (common ones in jobs/common.sh: KMIM_RUN_DIR, KMIM_BIN_DIR, KMIM_SITE_SETUP, ...):
-#   KMIM_CHECKPOINT        pretrained checkpoint (default: the newest *.h5 in $KMIM_PRETRAIN_DIR)
+#   KMIM_CHECKPOINT        pretrained encoder checkpoint (default: the newest *.h5 in $KMIM_PRETRAIN_DIR)
 #   KMIM_LINPROBE_TRAIN    training manifest (default $KMIM_DATA_DIR/train.h5)
 #   KMIM_LINPROBE_VAL      validation manifest (default $KMIM_DATA_DIR/val.h5)
 #   KMIM_LINPROBE_EPOCHS   epochs (default 90)
-#   KMIM_LINPROBE_OUT      accuracy report (default $KMIM_RUN_DIR/linprobe.h5)
+#   KMIM_LINPROBE_BATCH_SIZE  global batch (default: kmim_linprobe's, 1024; at most the training images)
+#   KMIM_LINPROBE_OUT      accuracy report (default $KMIM_RUN_DIR/linprobe.h5); the probe's own
+#                          checkpoint is <report>.probe.h5 (kmim_linprobe --probe-checkpoint)
 #   KMIM_LINPROBE_ARGS     more kmim_linprobe options
-# Preemption: USR1 is forwarded to kmim_linprobe (checkpoint + exit 75 → requeue, --resume auto
-# when kmim_linprobe --help lists --resume).
+# Preemption: USR1 is forwarded to kmim_linprobe (probe checkpoint at the next step + exit 75 →
+# requeue; the rerun passes --resume and continues bit-identically).
 #SBATCH --job-name=kmim-linprobe
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=8
@@ -48,6 +50,7 @@ kmim_need_input "$val" shard KMIM_LINPROBE_VAL
 
 args=(--checkpoint "$checkpoint" --train "$train" --val "$val"
       --epochs "${KMIM_LINPROBE_EPOCHS:-90}" --out "$out")
+if [ -n "${KMIM_LINPROBE_BATCH_SIZE:-}" ]; then args+=(--batch-size "$KMIM_LINPROBE_BATCH_SIZE"); fi
 read -r -a resume <<<"$(kmim_resume_args)"
 read -r -a extra <<<"${KMIM_LINPROBE_ARGS:-}"
 kmim_run_preemptible checkpoint "${KMIM_LAUNCH[@]}" "$KMIM_PROGRAM" "${args[@]}" "${resume[@]}" "${extra[@]}"

@@ -6,7 +6,10 @@
 #
 # Environment (common ones in jobs/common.sh: KMIM_RUN_DIR, KMIM_BIN_DIR, KMIM_SITE_SETUP, ...):
 #   KMIM_TCAS_MANIFEST  evaluation manifest (default $KMIM_DATA_DIR/val.h5)
-#   KMIM_CODEBOOK       tokenizer codebook (default $KMIM_RUN_DIR/codebook.h5)
+#   KMIM_CODEBOOK       tokenizer codebook (default $KMIM_RUN_DIR/codebook.h5): a pixel codebook,
+#                       or a feature codebook (K-MIM DINO/DeiT/MAE) with KMIM_TOKENIZER_CHECKPOINT
+#   KMIM_TOKENIZER_CHECKPOINT  the frozen encoder of a feature codebook (kmim checkpoint, e.g.
+#                       converted with tools/convert_timm_vit.py); unset for pixel codebooks
 #   KMIM_TCAS_OUT       report (default $KMIM_RUN_DIR/tcas.h5)
 #   KMIM_TCAS_ARGS      more kmim_tcas options
 # Preemption: USR1 is forwarded to kmim_tcas (checkpoint + exit 75 → requeue, --resume auto when
@@ -40,6 +43,10 @@ kmim_need_input "$manifest" shard KMIM_TCAS_MANIFEST
 kmim_need_input "$KMIM_CODEBOOK" kmeans KMIM_CODEBOOK
 
 args=(--manifest "$manifest" --codebook "$KMIM_CODEBOOK" --out "$out")
+if [ -n "${KMIM_TOKENIZER_CHECKPOINT:-}" ]; then
+  kmim_need_input "$KMIM_TOKENIZER_CHECKPOINT" pretrain KMIM_TOKENIZER_CHECKPOINT
+  args+=(--tokenizer-checkpoint "$KMIM_TOKENIZER_CHECKPOINT")
+fi
 read -r -a resume <<<"$(kmim_resume_args)"
 read -r -a extra <<<"${KMIM_TCAS_ARGS:-}"
 kmim_run_preemptible checkpoint "${KMIM_LAUNCH[@]}" "$KMIM_PROGRAM" "${args[@]}" "${resume[@]}" "${extra[@]}"

@@ -49,10 +49,10 @@ awk -v a="$ours" -v b="$np2" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 
 step "--stop-after 30 then --resume gives the uninterrupted result"
 "$BIN/kmim_linprobe" "${probe[@]}" --out resumed.h5 --stop-after 30 > r1.out 2> r1.err || { cat r1.err; fail "first part"; }
 [ ! -e resumed.h5 ] || fail "a report was written before training finished"
-[ -f resumed.h5.checkpoint.h5 ] || fail "no checkpoint after --stop-after"
+[ -f resumed.h5.probe.h5 ] || fail "no probe checkpoint after --stop-after"
 grep -q "stopped after epoch 30/90" r1.err || fail "no stop message"
 out=$("$BIN/kmim_linprobe" "${probe[@]}" --out resumed.h5 2>&1); rc=$?
-[ $rc -eq 1 ] && grep -q "checkpoint.h5': already exists .* --resume" <<<"$out" \
+[ $rc -eq 1 ] && grep -q "probe.h5': already exists .* --resume" <<<"$out" \
   || fail "an existing checkpoint without --resume must be refused: $out"
 "$BIN/kmim_linprobe" "${probe[@]}" --out resumed.h5 --resume > r2.out 2> r2.err || { cat r2.err; fail "resume"; }
 grep -q "resuming from .* after epoch 30" r2.err || fail "did not resume"
@@ -74,7 +74,8 @@ check_error() {  # expected-substring args...
 check_error "short.h5': /features has 10 rows but /labels has 9 labels" --train-features train.h5 --val-features short.h5
 check_error "text.h5': is not an HDF5 file" --train-features text.h5 --val-features val.h5
 check_error "missing.h5': does not exist" --train-features missing.h5 --val-features val.h5
-check_error "option --mode=encoder: not available yet" --mode encoder --train-features train.h5 --val-features val.h5
+check_error "option --checkpoint: is required with --mode encoder" --mode encoder --train-features train.h5 --val-features val.h5
+check_error "option --checkpoint=x.h5: belongs to --mode encoder" --mode features --checkpoint x.h5 --train-features train.h5 --val-features val.h5
 check_error "option --batch-size=20000: is larger than the 10000 training samples" --train-features train.h5 --val-features val.h5 --batch-size 20000
 check_error "option --warmup-epochs=100: must be between 0 and --epochs" --train-features train.h5 --val-features val.h5 --warmup-epochs 100
 

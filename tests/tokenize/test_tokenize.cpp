@@ -320,6 +320,34 @@ BOOST_AUTO_TEST_CASE(feature_tokenizer_is_nearest_centroid_of_the_frozen_patch_t
     BOOST_TEST(got[img * l + patch] == static_cast<std::int32_t>(j));
   }
 
+  // A learned position table (a converted DINO/DeiT encoder) replaces the sin-cos one: the
+  // tokens are those of the encoder run with that table, not with sin-cos.
+  km::EncoderWorkspace<float> learned_ws(frozen_config, n);
+  std::vector<float> learned(learned_ws.pos_embed.size());
+  RandomStream table_rng(99, 1);
+  for (float& v : learned) v = static_cast<float>(table_rng.normal());
+  learned_ws.pos_embed = learned;
+  std::vector<float> learned_tokens(tokens.size());
+  km::encoder_forward(frozen, patches.data(), n, learned_ws, learned_tokens.data());
+  tokenize::FeatureCodebookTargets learned_tok(cb, "fcb.h5", frozen, "converted.h5", student, n,
+                                               learned);
+  std::vector<std::int32_t> got_learned(got.size()), want_learned(got.size());
+  learned_tok.tokenize(input_of(crops, patches, labels, indices, n, s), got_learned);
+  for (int i = 0; i < n; ++i)
+    kmeans::assign_nearest_centroid(
+        learned_tokens.data() + (static_cast<std::size_t>(i) * (l + 1) + 1) * d, l, cb.d,
+        cb.centroids.data(), cb.k, want_learned.data() + static_cast<std::size_t>(i) * l,
+        dist2.data());
+  BOOST_TEST((got_learned == want_learned));
+  BOOST_TEST((got_learned != got));  // the table matters
+  BOOST_TEST(learned_tok.identity() != tok.identity());
+  BOOST_TEST(throws_with(
+      [&] {
+        tokenize::FeatureCodebookTargets(cb, "fcb.h5", frozen, "converted.h5", student, n,
+                                         std::vector<float>(7, 0.0f));
+      },
+      "learned position embedding has 7 values"));
+
   // Errors: codebook d ≠ frozen D; a frozen model with another patch grid.
   kmeans::Codebook wrong_d = cb;
   wrong_d.d = 64;

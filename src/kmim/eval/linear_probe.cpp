@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <mutex>
 #include <numbers>
 #include <sstream>
 
@@ -151,9 +152,76 @@ void lars_update(std::span<float> param, std::span<const float> grad, std::span<
   }
 }
 
+double probe_train_step(LinearProbeState& s, float* x, const std::int32_t* labels,
+                        std::size_t rows, std::size_t global_batch, double lr,
+                        const LinearProbeConfig& config, const dist::Communicator& comm) {
+  const std::size_t D = s.dim, C = s.classes, B = global_batch, L = rows;
+  std::vector<double> stats(D), mean(D), inv_std(D);
+  std::vector<float> logits(std::max<std::size_t>(L, 1) * C);
+  std::vector<float> grad(C * D + C);  // dW then db, reduced in one call
+  // BatchNorm statistics over the global batch: mean, then the mean squared deviation (two
+  // passes in double, summed over ranks).
+  for (std::size_t r = 0; r < L; ++r)
+    for (std::size_t j = 0; j < D; ++j) stats[j] += x[r * D + j];
+  comm.allreduce(std::span<double>(stats));
+  for (std::size_t j = 0; j < D; ++j) mean[j] = stats[j] / static_cast<double>(B);
+  std::fill(stats.begin(), stats.end(), 0.0);
+  for (std::size_t r = 0; r < L; ++r)
+    for (std::size_t j = 0; j < D; ++j) {
+      const double dev = x[r * D + j] - mean[j];
+      stats[j] += dev * dev;
+    }
+  comm.allreduce(std::span<double>(stats));
+  const double m = config.bn_momentum;
+  const double unbias = static_cast<double>(B) / static_cast<double>(B - 1);
+  for (std::size_t j = 0; j < D; ++j) {
+    const double var = stats[j] / static_cast<double>(B);
+    inv_std[j] = 1.0 / std::sqrt(var + config.bn_eps);
+    s.running_mean[j] = static_cast<float>((1.0 - m) * s.running_mean[j] + m * mean[j]);
+    s.running_var[j] = static_cast<float>((1.0 - m) * s.running_var[j] + m * var * unbias);
+  }
+  for (std::size_t r = 0; r < L; ++r)
+    for (std::size_t j = 0; j < D; ++j)
+      x[r * D + j] = static_cast<float>((x[r * D + j] - mean[j]) * inv_std[j]);
+
+  // Forward and cross-entropy; logits become dL/dlogits = (softmax − onehot) / B.
+  head_forward(s, x, L, logits.data());
+  const float inv_b = 1.0f / static_cast<float>(B);
+  double loss_sum = 0.0;
+  for (std::size_t r = 0; r < L; ++r) {
+    float* z = logits.data() + r * C;
+    const float zmax = *std::max_element(z, z + C);
+    double sum = 0.0;
+    for (std::size_t c = 0; c < C; ++c) sum += std::exp(static_cast<double>(z[c] - zmax));
+    const auto truth = static_cast<std::size_t>(labels[r]);
+    loss_sum += std::log(sum) - static_cast<double>(z[truth] - zmax);
+    for (std::size_t c = 0; c < C; ++c) {
+      const double p = std::exp(static_cast<double>(z[c] - zmax)) / sum;
+      z[c] = static_cast<float>(p - (c == truth ? 1.0 : 0.0)) * inv_b;
+    }
+  }
+  // dW [C, D] = G^T [C, L] · Y [L, D];  db = column sums of G.
+  if (L > 0) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(C), static_cast<int>(D),
+                static_cast<int>(L), 1.0f, logits.data(), static_cast<int>(C), x,
+                static_cast<int>(D), 0.0f, grad.data(), static_cast<int>(D));
+  }
+  for (std::size_t c = 0; c < C; ++c) {
+    double g = 0.0;
+    for (std::size_t r = 0; r < L; ++r) g += logits[r * C + c];
+    grad[C * D + c] = static_cast<float>(g);
+  }
+  comm.allreduce(std::span<float>(grad));
+  lars_update(s.weight, std::span<const float>(grad.data(), C * D), s.weight_momentum, lr, config,
+              true);
+  lars_update(s.bias, std::span<const float>(grad.data() + C * D, C), s.bias_momentum, lr, config,
+              false);
+  return loss_sum;
+}
+
 EpochTraining train_probe_epoch(LinearProbeState& s, const FeatureSet& train,
                                 const LinearProbeConfig& config, const dist::Communicator& comm) {
-  const std::size_t D = s.dim, C = s.classes, B = config.batch_size;
+  const std::size_t D = s.dim, B = config.batch_size;
   const std::size_t iterations = train.n / B;
   const int epoch = s.epochs_done;
   const auto order = random_permutation(train.n, config.seed,
@@ -162,11 +230,7 @@ EpochTraining train_probe_epoch(LinearProbeState& s, const FeatureSet& train,
   const std::size_t L = static_cast<std::size_t>(hi - lo);
 
   std::vector<float> y(std::max<std::size_t>(L, 1) * D);
-  std::vector<std::int32_t> labels(L);
-  std::vector<float> logits(std::max<std::size_t>(L, 1) * C);
-  std::vector<double> stats(D);
-  std::vector<double> mean(D), inv_std(D);
-  std::vector<float> grad(C * D + C);  // dW then db, reduced in one call
+  std::vector<std::int32_t> labels(std::max<std::size_t>(L, 1));
   double loss_sum = 0.0;
   EpochTraining out;
   for (std::size_t it = 0; it < iterations; ++it) {
@@ -179,66 +243,7 @@ EpochTraining train_probe_epoch(LinearProbeState& s, const FeatureSet& train,
       std::copy_n(train.features.data() + row * D, D, y.data() + r * D);
       labels[r] = train.labels[row];
     }
-    // BatchNorm statistics over the global batch: mean, then the mean squared deviation (two
-    // passes in double, summed over ranks).
-    std::fill(stats.begin(), stats.end(), 0.0);
-    for (std::size_t r = 0; r < L; ++r)
-      for (std::size_t j = 0; j < D; ++j) stats[j] += y[r * D + j];
-    comm.allreduce(std::span<double>(stats));
-    for (std::size_t j = 0; j < D; ++j) mean[j] = stats[j] / static_cast<double>(B);
-    std::fill(stats.begin(), stats.end(), 0.0);
-    for (std::size_t r = 0; r < L; ++r)
-      for (std::size_t j = 0; j < D; ++j) {
-        const double dev = y[r * D + j] - mean[j];
-        stats[j] += dev * dev;
-      }
-    comm.allreduce(std::span<double>(stats));
-    const double m = config.bn_momentum;
-    const double unbias = static_cast<double>(B) / static_cast<double>(B - 1);
-    for (std::size_t j = 0; j < D; ++j) {
-      const double var = stats[j] / static_cast<double>(B);
-      inv_std[j] = 1.0 / std::sqrt(var + config.bn_eps);
-      s.running_mean[j] = static_cast<float>((1.0 - m) * s.running_mean[j] + m * mean[j]);
-      s.running_var[j] = static_cast<float>((1.0 - m) * s.running_var[j] + m * var * unbias);
-    }
-    for (std::size_t r = 0; r < L; ++r)
-      for (std::size_t j = 0; j < D; ++j)
-        y[r * D + j] = static_cast<float>((y[r * D + j] - mean[j]) * inv_std[j]);
-
-    // Forward and cross-entropy; logits become dL/dlogits = (softmax − onehot) / B.
-    head_forward(s, y.data(), L, logits.data());
-    const float inv_b = 1.0f / static_cast<float>(B);
-    for (std::size_t r = 0; r < L; ++r) {
-      float* z = logits.data() + r * C;
-      const float zmax = *std::max_element(z, z + C);
-      double sum = 0.0;
-      for (std::size_t c = 0; c < C; ++c) sum += std::exp(static_cast<double>(z[c] - zmax));
-      const auto truth = static_cast<std::size_t>(labels[r]);
-      loss_sum += std::log(sum) - static_cast<double>(z[truth] - zmax);
-      for (std::size_t c = 0; c < C; ++c) {
-        const double p = std::exp(static_cast<double>(z[c] - zmax)) / sum;
-        z[c] = static_cast<float>(p - (c == truth ? 1.0 : 0.0)) * inv_b;
-      }
-    }
-    // dW [C, D] = G^T [C, L] · Y [L, D];  db = column sums of G.
-    if (L > 0) {
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(C),
-                  static_cast<int>(D), static_cast<int>(L), 1.0f, logits.data(),
-                  static_cast<int>(C), y.data(), static_cast<int>(D), 0.0f, grad.data(),
-                  static_cast<int>(D));
-    } else {
-      std::fill(grad.begin(), grad.begin() + static_cast<std::ptrdiff_t>(C * D), 0.0f);
-    }
-    for (std::size_t c = 0; c < C; ++c) {
-      double g = 0.0;
-      for (std::size_t r = 0; r < L; ++r) g += logits[r * C + c];
-      grad[C * D + c] = static_cast<float>(g);
-    }
-    comm.allreduce(std::span<float>(grad));
-    lars_update(s.weight, std::span<const float>(grad.data(), C * D), s.weight_momentum, lr, config,
-                true);
-    lars_update(s.bias, std::span<const float>(grad.data() + C * D, C), s.bias_momentum, lr, config,
-                false);
+    loss_sum += probe_train_step(s, y.data(), labels.data(), L, B, lr, config, comm);
   }
   loss_sum = comm.allreduce(loss_sum);
   out.mean_loss = iterations > 0 ? loss_sum / static_cast<double>(iterations * B) : 0.0;
@@ -306,35 +311,43 @@ ProbeEvaluation evaluate_probe(const LinearProbeState& s, const FeatureSet& val,
 
 namespace kmim::eval {
 
+void record_probe_epoch(LinearProbeState& state, const EpochTraining& training,
+                        const ProbeEvaluation& evaluation, double seconds, std::size_t samples,
+                        const LinearProbeConfig& config) {
+  ProbeEpoch record;
+  record.epoch = state.epochs_done;
+  record.train_loss = training.mean_loss;
+  record.last_lr = training.last_lr;
+  record.top1 = evaluation.top1;
+  record.top5 = evaluation.top5;
+  record.class_accuracy = evaluation.class_accuracy;
+  record.seconds = seconds;
+  state.history.push_back(record);
+  const int left = config.epochs - state.epochs_done;
+  log().info("linprobe: epoch {}/{} loss {:.4f} lr {:.4g} val top-1 {:.2f} top-5 {:.2f} "
+             "({:.2f} s, {:.0f} samples/s, ETA {})",
+             record.epoch, config.epochs, record.train_loss, record.last_lr, record.top1,
+             record.top5, record.seconds,
+             static_cast<double>(samples) / std::max(record.seconds, 1e-9),
+             format_duration(record.seconds * left));
+}
+
 bool train_linear_probe(LinearProbeState& state, const FeatureSet& train, const FeatureSet& val,
                         const LinearProbeConfig& config, const dist::Communicator& comm,
                         const std::function<void(const LinearProbeState&)>& after_epoch,
-                        int max_epochs_this_run) {
+                        int max_epochs_this_run, const std::function<bool()>& stop_requested) {
   int run = 0;
   while (state.epochs_done < config.epochs) {
     if (max_epochs_this_run > 0 && run >= max_epochs_this_run) return false;
     const auto start = std::chrono::steady_clock::now();
     const EpochTraining t = train_probe_epoch(state, train, config, comm);
     const ProbeEvaluation e = evaluate_probe(state, val, comm);
-    ProbeEpoch record;
-    record.epoch = state.epochs_done;
-    record.train_loss = t.mean_loss;
-    record.last_lr = t.last_lr;
-    record.top1 = e.top1;
-    record.top5 = e.top5;
-    record.class_accuracy = e.class_accuracy;
-    record.seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    state.history.push_back(record);
-    const int left = config.epochs - state.epochs_done;
-    log().info("linprobe: epoch {}/{} loss {:.4f} lr {:.4g} val top-1 {:.2f} top-5 {:.2f} "
-               "({:.2f} s, {:.0f} samples/s, ETA {})",
-               record.epoch, config.epochs, record.train_loss, record.last_lr, record.top1,
-               record.top5, record.seconds,
-               static_cast<double>(train.n + val.n) / std::max(record.seconds, 1e-9),
-               format_duration(record.seconds * left));
+    record_probe_epoch(state, t, e,
+                       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+                       train.n + val.n, config);
     if (after_epoch) after_epoch(state);
     ++run;
+    if (stop_requested && stop_requested() && state.epochs_done < config.epochs) return false;
   }
   return true;
 }
@@ -357,12 +370,19 @@ void check_probe_inputs(const FeatureSet& train, const FeatureSet& val,
 void save_probe_checkpoint(const std::filesystem::path& file, const LinearProbeState& s,
                            const std::string& key, const dist::Communicator& comm) {
   if (comm.is_root()) {
+    // A BatchPrefetcher (encoder mode) may be reading shards on another thread: HDF5 calls are
+    // serialised by io::hdf5_mutex().
+    std::lock_guard<std::mutex> lock(io::hdf5_mutex());
     io::AtomicOutput out(file);
     {
       const io::H5Object root = io::create_file(out.temp_path());
       root.set_attribute("kind", kCheckpointKind);
       root.set_attribute("key", key);
       root.set_attribute<std::int32_t>("epochs_done", s.epochs_done);
+      root.set_attribute<std::int64_t>("steps_in_epoch", s.steps_in_epoch);
+      root.set_attribute<double>("epoch_loss_sum", s.epoch_loss_sum);
+      root.set_attribute<double>("epoch_seconds", s.epoch_seconds);
+      root.set_attribute<double>("epoch_last_lr", s.epoch_last_lr);
       root.set_attribute<std::int64_t>("dim", static_cast<std::int64_t>(s.dim));
       root.set_attribute<std::int64_t>("classes", static_cast<std::int64_t>(s.classes));
       root.set_attribute<double>("bn_eps", s.bn_eps);
@@ -402,6 +422,7 @@ void save_probe_checkpoint(const std::filesystem::path& file, const LinearProbeS
 }
 
 LinearProbeState load_probe_checkpoint(const std::filesystem::path& file, const std::string& key) {
+  std::lock_guard<std::mutex> lock(io::hdf5_mutex());
   const io::H5Object root = io::open_file(file, io::FileMode::read);
   if (!root.has_attribute("kind") || root.string_attribute("kind") != kCheckpointKind)
     throw FileError(file, "is not a kmim_linprobe checkpoint");
@@ -412,6 +433,12 @@ LinearProbeState load_probe_checkpoint(const std::filesystem::path& file, const 
                                       first_difference(stored, key)));
   LinearProbeState s;
   s.epochs_done = root.attribute<std::int32_t>("epochs_done");
+  if (root.has_attribute("steps_in_epoch")) {  // absent in checkpoints of epoch-only probes
+    s.steps_in_epoch = root.attribute<std::int64_t>("steps_in_epoch");
+    s.epoch_loss_sum = root.attribute<double>("epoch_loss_sum");
+    s.epoch_seconds = root.attribute<double>("epoch_seconds");
+    s.epoch_last_lr = root.attribute<double>("epoch_last_lr");
+  }
   s.dim = static_cast<std::size_t>(root.attribute<std::int64_t>("dim"));
   s.classes = static_cast<std::size_t>(root.attribute<std::int64_t>("classes"));
   s.bn_eps = root.attribute<double>("bn_eps");
@@ -499,14 +526,22 @@ void write_probe_report(const std::filesystem::path& file, const LinearProbeStat
       seconds[i] = h.seconds;
       per_class.insert(per_class.end(), h.class_accuracy.begin(), h.class_accuracy.end());
     }
+    std::lock_guard<std::mutex> lock(io::hdf5_mutex());
     io::AtomicOutput out(file);
     {
       const io::H5Object root = io::create_file(out.temp_path());
       root.set_attribute("kind", "kmim_linprobe_report");
-      root.set_attribute("mode", "features");
+      root.set_attribute("mode", info.mode);
       root.set_attribute(
           "protocol",
-          "linear probe on pre-extracted features (kmim SPEC section 4, MAE protocol): "
+          std::string(info.mode == "encoder"
+                          ? "linear probe through the frozen encoder (kmim SPEC section 4, MAE "
+                            "protocol): train RandomResizedCrop(img_size, scale, ratio 3/4-4/3, "
+                            "bicubic) + horizontal flip, val centre crop of the stored images, "
+                            "ImageNet normalisation, encoder CLS token (or mean of patch tokens) "
+                            "after the final LayerNorm; "
+                          : "linear probe on pre-extracted features (kmim SPEC section 4, MAE "
+                            "protocol): ") +
           "BatchNorm1d(affine=False, eps) + Linear head (trunc_normal std init_std, bias 0), "
           "LARS (momentum, trust_coefficient, weight_decay on >1-D parameters only), "
           "lr = base_lr * batch_size / 256 with per-iteration linear warmup then half-cycle "
@@ -533,6 +568,10 @@ void write_probe_report(const std::filesystem::path& file, const LinearProbeStat
         root.set_attribute("val_fingerprint", info.val->fingerprint);
         root.set_attribute<std::int64_t>("val_samples", static_cast<std::int64_t>(info.val->n));
       }
+      for (const auto& [name, value] : info.text_attributes) root.set_attribute(name, value);
+      for (const auto& [name, value] : info.integer_attributes)
+        root.set_attribute<std::int64_t>(name, value);
+      for (const auto& [name, value] : info.real_attributes) root.set_attribute<double>(name, value);
       if (info.has_knn) {
         root.set_attribute<std::int64_t>("knn_k", static_cast<std::int64_t>(info.knn_k));
         root.set_attribute<double>("knn_temperature", info.knn_temperature);

@@ -26,6 +26,7 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kmim/dist/mpi.hpp"
@@ -86,6 +87,12 @@ struct LinearProbeState {
   double bn_eps = 1e-6;                ///< BatchNorm eps (from the config)
   int epochs_done = 0;
   std::vector<ProbeEpoch> history;
+  // Position inside the epoch being trained (epochs_done): only a probe stopped between two
+  // steps of an epoch (encoder mode, on SIGUSR1/SIGTERM) has steps_in_epoch > 0.
+  std::int64_t steps_in_epoch = 0;   ///< steps of the current epoch done
+  double epoch_loss_sum = 0.0;       ///< summed cross-entropy of those steps (all ranks)
+  double epoch_seconds = 0.0;        ///< seconds spent on them
+  double epoch_last_lr = 0.0;        ///< lr of the last of them
 };
 
 /// A fresh probe: W ~ trunc_normal(0, init_std²) truncated to [-2, 2] from
@@ -96,6 +103,14 @@ LinearProbeState init_linear_probe(std::size_t dim, std::size_t classes,
 /// MAE's LARS update of one parameter (`adapt`: the parameter has more than one dimension).
 void lars_update(std::span<float> param, std::span<const float> grad, std::span<float> momentum,
                  double lr, const LinearProbeConfig& config, bool adapt);
+
+/// One LARS step of the probe on a global batch of `global_batch` samples, of which this rank
+/// holds `rows`: features x [rows, D] (overwritten: it becomes the BatchNorm output) and their
+/// labels (in [0, classes)). BatchNorm statistics and gradients are summed over ranks.
+/// Collective; returns this rank's summed cross-entropy.
+double probe_train_step(LinearProbeState& state, float* x, const std::int32_t* labels,
+                        std::size_t rows, std::size_t global_batch, double lr,
+                        const LinearProbeConfig& config, const dist::Communicator& comm);
 
 /// Trains one epoch (state.epochs_done is the epoch trained). Collective over comm; every rank
 /// passes the same training set. Returns the mean training loss and the last lr.
@@ -124,11 +139,21 @@ ProbeEvaluation evaluate_probe(const LinearProbeState& state, const FeatureSet& 
 
 /// Trains from state.epochs_done to config.epochs, evaluating on `val` after every epoch and
 /// calling after_epoch (checkpointing, logging) with the state. Stops early (returns false)
-/// after `max_epochs_this_run` epochs when that is > 0; true when training is complete.
+/// after `max_epochs_this_run` epochs when that is > 0, or after an epoch at which
+/// `stop_requested` (evaluated on every rank; collective results only) returns true; true when
+/// training is complete.
 bool train_linear_probe(LinearProbeState& state, const FeatureSet& train, const FeatureSet& val,
                         const LinearProbeConfig& config, const dist::Communicator& comm,
                         const std::function<void(const LinearProbeState&)>& after_epoch = {},
-                        int max_epochs_this_run = 0);
+                        int max_epochs_this_run = 0,
+                        const std::function<bool()>& stop_requested = {});
+
+/// The epoch record after training epoch state.epochs_done (already incremented) and
+/// evaluating it; appended to state.history, logged with rate and ETA (`samples` processed in
+/// the epoch, training and validation).
+void record_probe_epoch(LinearProbeState& state, const EpochTraining& training,
+                        const ProbeEvaluation& evaluation, double seconds, std::size_t samples,
+                        const LinearProbeConfig& config);
 
 /// Checks that train and val fit together and the probe (same dimension, enough rows for one
 /// global batch); throws FileError / OptionError naming the file or option otherwise.
@@ -157,8 +182,13 @@ ProbeSummary summarize_probe(const std::vector<ProbeEpoch>& history);
 struct ProbeReportInfo {
   std::string program;
   std::string config_ini;
-  const FeatureSet* train = nullptr;
+  std::string mode = "features";  ///< "features" or "encoder" (attribute mode, protocol text)
+  const FeatureSet* train = nullptr;  ///< features mode: the feature files
   const FeatureSet* val = nullptr;
+  /// More root attributes (encoder mode: checkpoint, manifests, pool, augmentation, ...).
+  std::vector<std::pair<std::string, std::string>> text_attributes;
+  std::vector<std::pair<std::string, std::int64_t>> integer_attributes;
+  std::vector<std::pair<std::string, double>> real_attributes;
   LinearProbeConfig config;
   bool has_knn = false;       ///< kNN accuracy was computed (knn_* attributes written)
   std::size_t knn_k = 0;

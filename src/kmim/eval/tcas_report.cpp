@@ -10,10 +10,14 @@
 
 namespace kmim::eval {
 
+bool is_codebook_tokenizer(const TokenizerTcas& report) {
+  return report.kind == "codebook" || report.kind == "feature";
+}
+
 int recommended_codebook(const std::vector<TokenizerTcas>& reports) {
   int best = -1;
   for (std::size_t i = 0; i < reports.size(); ++i) {
-    if (reports[i].kind != "codebook") continue;
+    if (!is_codebook_tokenizer(reports[i])) continue;
     if (best < 0 || reports[i].result.tcas < reports[static_cast<std::size_t>(best)].result.tcas)
       best = static_cast<int>(i);
   }
@@ -49,7 +53,7 @@ std::string format_tcas_table(const std::vector<TokenizerTcas>& reports) {
     out += fmt::format("recommended codebook: {} (TCAS {:.4f}, lowest among {} codebooks)\n",
                        r.source, r.result.tcas,
                        std::count_if(reports.begin(), reports.end(),
-                                     [](const TokenizerTcas& x) { return x.kind == "codebook"; }));
+                                     [](const TokenizerTcas& x) { return is_codebook_tokenizer(x); }));
   }
   return out;
 }
@@ -83,6 +87,11 @@ void write_tcas_report(const std::filesystem::path& file, const std::vector<Toke
         g.set_attribute("kind", r.kind);
         g.set_attribute("source", r.source);
         g.set_attribute("source_fingerprint", r.source_fingerprint);
+        if (!r.centroids_crc32.empty()) g.set_attribute("centroids_crc32", r.centroids_crc32);
+        if (!r.encoder.empty()) {
+          g.set_attribute("encoder", r.encoder);
+          g.set_attribute("encoder_fingerprint", r.encoder_fingerprint);
+        }
         g.set_attribute<std::int32_t>("patches_per_image", r.patches_per_image);
         g.set_attribute<std::int64_t>("tokens", static_cast<std::int64_t>(t.tokens));
         g.set_attribute<std::int64_t>("classes", static_cast<std::int64_t>(t.classes));

@@ -15,9 +15,12 @@ namespace kmim::eval {
 
 struct TokenizerTcas {
   std::string name;     ///< group name ("codebook_k50", "label", "random_k100")
-  std::string kind;     ///< "codebook", "label" or "random"
+  std::string kind;     ///< "codebook" (pixel), "feature", "label" or "random"
   std::string source;   ///< codebook file, or "" for the reference tokenizers
   std::string source_fingerprint;
+  std::string centroids_crc32;      ///< codebooks: CRC-32 of the centroids (pretraining identity)
+  std::string encoder;              ///< feature: the frozen encoder's checkpoint
+  std::string encoder_fingerprint;  ///< feature: FrozenEncoder::fingerprint
   int patches_per_image = 0;
   std::vector<std::int64_t> counts;  ///< [tokens × classes]
   TcasResult result;
@@ -35,8 +38,12 @@ struct TcasRunInfo {
   std::string config_ini;
 };
 
-/// Index (into `reports`) of the codebook with the lowest TCAS; -1 when there is none. Ties go to
-/// the earlier one.
+/// True for the tokenizers made from a codebook (kinds "codebook" and "feature"), which compete
+/// for the recommendation; label and random are references.
+bool is_codebook_tokenizer(const TokenizerTcas& report);
+
+/// Index (into `reports`) of the codebook (pixel or feature) with the lowest TCAS; -1 when there
+/// is none. Ties go to the earlier one.
 int recommended_codebook(const std::vector<TokenizerTcas>& reports);
 
 /// The table printed at the end of a run: one row per tokenizer sorted by TCAS (ascending), the

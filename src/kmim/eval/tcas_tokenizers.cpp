@@ -99,8 +99,9 @@ void nearest_centroid_exact(const float* x, std::size_t n, std::size_t d, const 
 PixelCodebook load_pixel_codebook(const std::filesystem::path& file) {
   kmeans::Codebook cb = kmeans::Codebook::load(file);
   if (cb.mode != "pixel")
-    throw FileError(file, fmt::format("is a {}-mode codebook; kmim_tcas measures pixel codebooks "
-                                      "(feature tokenizers need the encoder, not available yet)",
+    throw FileError(file, fmt::format("is a {}-mode codebook; a feature codebook needs the frozen "
+                                      "encoder its vectors came from: --feature-codebook with "
+                                      "--tokenizer-checkpoint",
                                       cb.mode));
   PixelCodebook out;
   out.file = file;

@@ -131,7 +131,8 @@ FeatureCodebookTargets::FeatureCodebookTargets(kmeans::Codebook codebook,
                                                std::filesystem::path codebook_file,
                                                model::Parameters frozen,
                                                std::filesystem::path checkpoint_file,
-                                               const model::ModelConfig& model, int max_batch)
+                                               const model::ModelConfig& model, int max_batch,
+                                               std::vector<float> position_embedding)
     : codebook_(std::move(codebook)),
       codebook_file_(std::move(codebook_file)),
       frozen_(std::move(frozen)),
@@ -152,6 +153,13 @@ FeatureCodebookTargets::FeatureCodebookTargets(kmeans::Codebook codebook,
                   "see the student's patches: {}",
                   f.img_size, f.patch_size, f.channels, geometry_text(model)));
   frozen_digest_ = float_digest(frozen_.values());
+  if (!position_embedding.empty()) {
+    require_file(position_embedding.size() == workspace_.pos_embed.size(), checkpoint_file_,
+                 fmt::format("the learned position embedding has {} values, the model needs {}",
+                             position_embedding.size(), workspace_.pos_embed.size()));
+    workspace_.pos_embed = std::move(position_embedding);
+    frozen_digest_.append("+").append(float_digest(workspace_.pos_embed));
+  }
   centroid_norms2_ = squared_norms(codebook_.centroids, codebook_.k, codebook_.d);
   tokens_.resize(static_cast<std::size_t>(workspace_.max_batch) * (f.num_patches() + 1) *
                  f.embed_dim);

@@ -99,9 +99,13 @@ class FeatureCodebookTargets final : public TargetTokenizer {
   /// `frozen` holds the frozen ViT (its decoder is ignored). Throws FileError naming the codebook
   /// or the checkpoint when they do not fit: codebook d ≠ frozen embed_dim, frozen img_size /
   /// patch_size / channels ≠ the student's (its patch tokens must be the student's patches).
+  /// `position_embedding` [(1 + L) · D]: the frozen model's learned position table when it was
+  /// converted from a public PyTorch ViT (train::read_position_embedding); empty: kmim's fixed
+  /// sin-cos table.
   FeatureCodebookTargets(kmeans::Codebook codebook, std::filesystem::path codebook_file,
                          model::Parameters frozen, std::filesystem::path checkpoint_file,
-                         const model::ModelConfig& model, int max_batch);
+                         const model::ModelConfig& model, int max_batch,
+                         std::vector<float> position_embedding = {});
 
   std::string kind() const override { return "feature"; }
   std::size_t num_tokens() const override { return codebook_.k; }
@@ -114,7 +118,7 @@ class FeatureCodebookTargets final : public TargetTokenizer {
   std::filesystem::path codebook_file_;
   model::Parameters frozen_;
   std::filesystem::path checkpoint_file_;
-  std::string frozen_digest_;  // CRC-32 of the frozen parameters
+  std::string frozen_digest_;  // CRC-32 of the frozen parameters (+ of a learned position table)
   model::EncoderWorkspace<float> workspace_;
   std::vector<float> centroid_norms2_;
   std::vector<float> tokens_, dist2_;  // [B, 1 + L, D] encoder output, per-image scratch

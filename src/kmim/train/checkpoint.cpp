@@ -15,6 +15,7 @@
 #include "kmim/io/atomic_output.hpp"
 #include "kmim/io/hdf5.hpp"
 #include "kmim/io/shard_dataset.hpp"
+#include "kmim/tokenize/target_tokenizer.hpp"  // float_digest
 
 namespace kmim::train {
 namespace fs = std::filesystem;
@@ -353,6 +354,32 @@ std::string identity_difference(const std::string& checkpoint_identity,
       return fmt::format("{}: checkpoint has '{}', this run '(not set)'", key, value);
   }
   return {};
+}
+
+std::vector<float> read_position_embedding(const fs::path& file, const model::ModelConfig& c) {
+  std::lock_guard<std::mutex> lock(io::hdf5_mutex());
+  const io::H5Object root = io::open_file(file, io::FileMode::read);
+  if (!root.has("model/pos_embed")) return {};
+  // A learned table (converted checkpoints): [1, 1 + L, D] as PyTorch stores it.
+  const io::H5Dataset d = root.group("model").dataset("pos_embed");
+  const std::vector<hsize_t> want = {1, static_cast<hsize_t>(c.num_patches() + 1),
+                                     static_cast<hsize_t>(c.embed_dim)};
+  if (d.dims() != want || !d.holds<float>())
+    throw FileError(file, fmt::format("/model/pos_embed must be float32 [1, {}, {}] for the stored "
+                                      "model config (img_size {}, patch_size {}, embed_dim {})",
+                                      want[1], want[2], c.img_size, c.patch_size, c.embed_dim));
+  std::vector<float> table = d.read<float>();
+  for (std::size_t i = 0; i < table.size(); ++i)
+    if (!std::isfinite(table[i]))
+      throw FileError(file, fmt::format("/model/pos_embed[{}] is not finite", i));
+  if (d.has_attribute("crc32")) {
+    const std::string stored = fmt::format("{:08x}", d.attribute<std::uint32_t>("crc32"));
+    const std::string digest = tokenize::float_digest(table);
+    if (stored != digest)
+      throw FileError(file, fmt::format("/model/pos_embed checksum mismatch (stored {}, data {}): "
+                                        "the file is damaged", stored, digest));
+  }
+  return table;
 }
 
 }  // namespace kmim::train

@@ -94,6 +94,14 @@ model::ModelConfig read_checkpoint_model_config(const std::filesystem::path& fil
 /// model of the feature tokenizer, feature extraction, the linear probe.
 model::Parameters load_model_parameters(const std::filesystem::path& file);
 
+/// The learned position embedding of a checkpoint converted from a public PyTorch ViT
+/// (tools/convert_timm_vit.py: /model/pos_embed float32 [1, 1 + L, D], finite, its crc32
+/// attribute checked), flattened; empty for kmim's own checkpoints, whose encoder uses the fixed
+/// 2-D sin-cos table. Whoever runs such an encoder must put this table into
+/// EncoderWorkspace::pos_embed. Throws FileError naming the file on a wrong shape or damage.
+std::vector<float> read_position_embedding(const std::filesystem::path& file,
+                                           const model::ModelConfig& config);
+
 /// The newest checkpoint of `dir` that reads back completely (read_checkpoint); damaged ones
 /// (truncated, unreadable, wrong checksum) are skipped and described in `skipped`
 /// ("<file>: <problem>"), newest first. nullopt when none is valid.

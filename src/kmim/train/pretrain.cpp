@@ -218,9 +218,12 @@ std::unique_ptr<tokenize::TargetTokenizer> make_target_tokenizer(const PretrainP
                            "(K-means over the frozen model's patch tokens)",
                            codebook.mode));
   model::Parameters frozen = load_model_parameters(p.tokenizer_checkpoint);
+  // Converted DINO/DeiT/timm encoders carry a learned position table; kmim's own use sin-cos.
+  std::vector<float> position_embedding =
+      read_position_embedding(p.tokenizer_checkpoint, frozen.config());
   return std::make_unique<tokenize::FeatureCodebookTargets>(
       std::move(codebook), p.codebook, std::move(frozen), p.tokenizer_checkpoint, model,
-      max_micro_batch);
+      max_micro_batch, std::move(position_embedding));
 }
 
 int run_pretraining(dist::Communicator& comm, const PretrainParams& p,
