@@ -16,8 +16,8 @@
 #   KMIM_KMEANS_CHECKPOINT_EVERY  checkpoint every N passes/iterations (default 1)
 #   KMIM_KMEANS_ARGS      more kmim_kmeans options (e.g. "--seed 1 --max-images 20000")
 # Preemption: USR1 is forwarded to kmim_kmeans; the job requeues itself and the rerun continues
-# from the last checkpoint (--resume). kmim_kmeans does not catch USR1 today, so it ends on the
-# signal instead of exiting 75, losing at most the pass in progress.
+# from the last checkpoint (--resume). kmim_kmeans checkpoints at the next iteration/pass
+# boundary and exits 75 on USR1 (or SIGTERM).
 #SBATCH --job-name=kmim-kmeans
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=8

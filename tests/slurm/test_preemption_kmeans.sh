@@ -3,9 +3,8 @@
 # every pass, --resume) gets USR1 in its batch shell mid-run (scancel --batch, as
 # #SBATCH --signal=B:USR1@N does), forwards it to kmim_kmeans, requeues itself, and the requeued
 # run resumes from the last checkpoint. The codebook must be bit-identical to an uninterrupted
-# run's. kmim_kmeans has no USR1 handler today, so it is ended by the signal rather than exiting
-# 75; jobs/common.sh requeues it all the same (the fallback path of the contract). Skipped while
-# kmim_kmeans lacks --resume / --checkpoint-every. The time limit (15 min) keeps the header's
+# run's. kmim_kmeans checkpoints at the next pass boundary and exits 75 on the forwarded USR1.
+# The time limit (15 min) keeps the header's
 # --signal=B:USR1@600 from firing during the test: the one signal is the test's.
 source "$(dirname "${BASH_SOURCE[0]}")/slurm_test_lib.sh"
 require_cluster
