@@ -3,6 +3,7 @@
 //
 //   mpirun -np 4 kmim_kmeans --manifest shards/train.h5 --k 50 --algorithm minibatch --out codebook.h5
 //   kmim_kmeans --features feats.h5 --dataset features --k 1000 --iters 30 --out codebook.h5
+//   mpirun -np 4 kmim_kmeans --features feats.h5 --k 8192 --device gpu --out codebook.h5   (one GPU per rank)
 #include <iostream>
 #include <string>
 #include <vector>

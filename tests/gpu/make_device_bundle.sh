@@ -39,13 +39,15 @@ echo "== configure + build ($build, sm_90, Release, $jobs jobs)"
 mkdir -p "$build"
 cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release -DKMIM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DKMIM_WERROR=ON >"$build/device-bundle-configure.log" 2>&1 || { cat "$build/device-bundle-configure.log"; exit 1; }
-cmake --build "$build" -j"$jobs" --target "${tests[@]}" kmim_bench_kmeans_gpu
+cmake --build "$build" -j"$jobs" --target "${tests[@]}" kmim_bench_kmeans_gpu kmim_kmeans_program kmeans_device_tool
 
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage"/{bin,lib,lib-fallback,openmpi/plugins,pmix/plugins}
 for t in "${tests[@]}"; do cp "$build/tests/$t" "$stage/bin/"; done
 cp "$build/bench/bench_kmeans_gpu" "$stage/bin/"
+# kmim_kmeans --device gpu against --device cpu (tests/gpu/test_kmeans_program_device.sh).
+cp "$build/bin/kmim_kmeans" "$build/tests/kmeans_device_tool" "$stage/bin/"
 strip --strip-debug "$stage"/bin/*
 
 # Where a library goes: "skip" (the GPU machine has it), "fallback" or "bundle".

@@ -30,6 +30,8 @@ say() { echo "$*" | tee -a "$log"; }
 
 tests=(test_gpu_device test_gpu_kmeans_assign test_gpu_kmeans_lloyd test_gpu_patches test_gpu_nccl test_gpu_nccl_mpi
   test_gpu_lloyd_cpu_parity)
+# Script checks of the real programs (run after the test binaries, counted with them).
+program_checks=(test_kmeans_program_device)
 declare -A status seconds
 bundle_note=""
 gpu_line="(nvidia-smi not available)"
@@ -114,11 +116,13 @@ if [ -z "$bin" ]; then
     build_start=$(date +%s)
     if timeout 1800 cmake -S "$repo" -B "$repo/build-device" -DCMAKE_BUILD_TYPE=Release -DKMIM_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES=90 >>"$log" 2>&1 &&
-      timeout 1800 cmake --build "$repo/build-device" -j"$(nproc)" --target "${tests[@]}" kmim_bench_kmeans_gpu >>"$log" 2>&1; then
+      timeout 1800 cmake --build "$repo/build-device" -j"$(nproc)" --target "${tests[@]}" kmim_bench_kmeans_gpu kmim_kmeans_program kmeans_device_tool >>"$log" 2>&1; then
       bin="$repo/build-device/bin-links"
       mkdir -p "$bin"
       for t in "${tests[@]}"; do ln -sf "$repo/build-device/tests/$t" "$bin/$t"; done
       ln -sf "$repo/build-device/bench/bench_kmeans_gpu" "$bin/bench_kmeans_gpu"
+      ln -sf "$repo/build-device/bin/kmim_kmeans" "$bin/kmim_kmeans"
+      ln -sf "$repo/build-device/tests/kmeans_device_tool" "$bin/kmeans_device_tool"
       bundle_note="built from source in build-device/"
       mpi_env=(env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1)
     else
@@ -207,6 +211,16 @@ for t in "${tests[@]}"; do
   esac
 done
 
+# kmim_kmeans --device gpu vs --device cpu (the real program; an MPI singleton like the MPI tests).
+if [ -n "$bin" ] && [ -x "$bin/kmim_kmeans" ] && [ -x "$bin/kmeans_device_tool" ]; then
+  step test_kmeans_program_device 90 "$tests_log" "${mpi_env[@]}" env KMIM_BIN_DIR="$bin" \
+    KMIM_DEVICE_TOOL="$bin/kmeans_device_tool" KMIM_TEST_TMP="${TMPDIR:-/tmp}/kmim-kmeans-device" \
+    bash "$repo/tests/gpu/test_kmeans_program_device.sh"
+else
+  status[test_kmeans_program_device]="FAIL (no kmim_kmeans / kmeans_device_tool binary)"
+  seconds[test_kmeans_program_device]=0
+fi
+
 # ---------------------------------------------------------------- benchmarks
 bench_log="$logdir/bench_kmim.log"
 torch_log="$logdir/bench_torch.log"
@@ -239,7 +253,7 @@ summary="$logdir/summary.txt"
   echo "binaries: ${bundle_note:-none}"
   echo "logs:     $logdir"
   printf '%-26s %-9s %s\n' "check" "seconds" "result"
-  for t in "${tests[@]}" bench_kmim bench_kmim_tile256 bench_torch; do
+  for t in "${tests[@]}" "${program_checks[@]}" bench_kmim bench_kmim_tile256 bench_torch; do
     printf '%-26s %-9s %s\n' "$t" "${seconds[$t]:-0}" "${status[$t]:-not run}"
   done
   echo
@@ -280,13 +294,13 @@ summary="$logdir/summary.txt"
       }
     }' "$results"
   failed=0
-  for t in "${tests[@]}"; do
+  for t in "${tests[@]}" "${program_checks[@]}"; do
     case "${status[$t]:-}" in PASS) ;; *) failed=$((failed + 1)) ;; esac
   done
   if [ "$failed" = 0 ]; then
-    echo "VERDICT: all ${#tests[@]} GPU tests PASS"
+    echo "VERDICT: all $((${#tests[@]} + ${#program_checks[@]})) GPU tests PASS"
   else
-    echo "VERDICT: $failed of ${#tests[@]} GPU tests did not pass (a SKIP means no usable GPU was found)"
+    echo "VERDICT: $failed of $((${#tests[@]} + ${#program_checks[@]})) GPU tests did not pass (a SKIP means no usable GPU was found)"
   fi
   echo "total: $(($(date +%s) - start_time))s"
 } >"$summary"

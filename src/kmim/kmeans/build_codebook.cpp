@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -14,6 +15,7 @@
 
 #include "kmim/core/error.hpp"
 #include "kmim/core/log.hpp"
+#include "kmim/gpu/kmeans_assign.hpp"  // precision names (host-only, every build)
 #include "kmim/io/atomic_output.hpp"
 #include "kmim/io/hdf5.hpp"
 #include "kmim/io/shard_dataset.hpp"
@@ -39,6 +41,11 @@ void add_kmeans_options(OptionSet& opts, KmeansParams& p) {
            "vectors to initialise on (0: mini-batch: the first batch; Lloyd: max(65536, 64k))")
       .add("init-centroids", p.init_centroids,
            "start from the float32 /centroids [K, D] of this HDF5 file (e.g. a codebook) instead of --init")
+      .add("device", p.device,
+           "cpu | gpu: gpu runs Lloyd on one GPU per rank (needs --algorithm lloyd and the vectors "
+           "cached in memory, see --memory-limit)")
+      .add("precision", p.precision,
+           "--device gpu: fp32 (IEEE products, matches the CPU) | tf32 (faster GEMMs, bounded distance error)")
       .add("seed", p.seed, "seed of every random choice (results do not depend on the rank count)")
       .add("batch-images", p.batch_images, "mini-batch: images (items) per global batch")
       .add("passes", p.passes, "mini-batch: passes over the data")
@@ -76,6 +83,12 @@ void validate_kmeans_params(const KmeansParams& p) {
   parse_algorithm(p.algorithm);
   parse_init_method(p.init);
   parse_byte_size(p.memory_limit, "memory-limit");
+  const Device device = parse_device(p.device);
+  gpu::precision_from_name(p.precision, "precision");
+  require_option(device == Device::gpu || p.precision == "fp32", "precision", p.precision,
+                 "applies to --device gpu only (the CPU computes in fp32)");
+  require_option(device == Device::cpu || parse_algorithm(p.algorithm) == Algorithm::lloyd, "device", p.device,
+                 "supports --algorithm lloyd only (run --algorithm minibatch with --device cpu)");
   if (!p.manifest.empty()) PixelNormalization::from_name(p.normalize);
 }
 
@@ -131,6 +144,9 @@ std::string run_identity(const KmeansParams& p, const VectorSource& source, cons
                            c.initial_centroids.size() * sizeof(float)));
     s += fmt::format("init_centroids = {}\n", h.hex());
   }
+  // GPU runs keep float centroids (docs/kmeans.md): a checkpoint continues on the device type
+  // (and precision) that wrote it. CPU identities are unchanged from before --device existed.
+  if (parse_device(p.device) == Device::gpu) s += fmt::format("device = gpu\nprecision = {}\n", p.precision);
   if (c.algorithm == Algorithm::minibatch)
     s += fmt::format("batch_images = {}\nreassignment_ratio = {}\n", c.batch_items, c.reassignment_ratio);
   if (source.mode() == "pixel")
@@ -179,6 +195,9 @@ BuildResult build_codebook(const KmeansParams& p, const std::string& config_ini,
   const kmim::StopRequest stop_signal;  // SIGUSR1/SIGTERM: checkpoint at the next boundary
   validate_kmeans_params(p);
   const std::uint64_t memory_limit = parse_byte_size(p.memory_limit, "memory-limit");
+  const Device device = parse_device(p.device);
+  // No GPU (or no CUDA backend): one clear line before any input is read or output written.
+  if (device == Device::gpu) agree_on_input_errors(comm, [] { require_usable_gpu(); });
   const std::filesystem::path out = p.out;
   const std::filesystem::path ckpt = checkpoint_path(out);
   // Fail before any work if the output cannot be written.
@@ -221,8 +240,9 @@ BuildResult build_codebook(const KmeansParams& p, const std::string& config_ini,
   log().info("kmeans: {} mode, {} items × {} vectors = {} vectors of dimension {} from '{}'",
              source->mode(), source->items(), source->vectors_per_item(), total, source->dim(),
              source->path().string());
-  log().info("kmeans: k = {}, algorithm {}, init {}, seed {}, {} ranks × {} threads", p.k,
-             p.algorithm, p.init, p.seed, comm.size(), threads);
+  log().info("kmeans: k = {}, algorithm {}, init {}, seed {}, {} ranks × {} threads, device {}{}", p.k,
+             p.algorithm, p.init, p.seed, comm.size(), threads, p.device,
+             device == Device::gpu ? fmt::format(" ({})", p.precision) : std::string());
 
   // Reading the cache checks every value: a NaN on one rank is reported once, by every rank.
   std::unique_ptr<LocalVectors> local;
@@ -238,6 +258,11 @@ BuildResult build_codebook(const KmeansParams& p, const std::string& config_ini,
                "rank 0 > --memory-limit {})",
                streaming_ranks, comm.size(), gib(local_bytes), p.memory_limit);
 
+  if (device == Device::gpu)
+    require_option(streaming_ranks == 0, "device", p.device,
+                   fmt::format("needs every rank's vectors cached in memory ({} of {} ranks would stream "
+                               "them; raise --memory-limit above {} or add ranks), or use --device cpu",
+                               streaming_ranks, comm.size(), gib(local_bytes)));
   if (!p.init_centroids.empty())
     agree_on_input_errors(comm, [&] {
       config.initial_centroids = read_initial_centroids(p.init_centroids, config.k, source->dim());
@@ -269,7 +294,9 @@ BuildResult build_codebook(const KmeansParams& p, const std::string& config_ini,
     }
     return !stopped;
   };
-  train_kmeans(data, config, comm, state, after_each);
+  std::optional<FinalAssignment> gpu_final;
+  if (device == Device::gpu) gpu_final = train_kmeans_gpu(data, config, comm, state, p.precision, after_each);
+  else train_kmeans(data, config, comm, state, after_each);
   if (stopped) {
     log().info("kmeans: stopped on request (SIGUSR1) after {} {}s; checkpoint '{}' written, run again "
                "with --resume to continue",
@@ -278,7 +305,7 @@ BuildResult build_codebook(const KmeansParams& p, const std::string& config_ini,
   }
   if (state.converged) log().info("kmeans: converged (relative inertia change < {})", p.tol);
 
-  const FinalAssignment final = final_assignment(data, state.centroids, config.k, comm);
+  const FinalAssignment final = gpu_final ? *gpu_final : final_assignment(data, state.centroids, config.k, comm);
   Codebook book;
   book.k = config.k;
   book.d = source->dim();

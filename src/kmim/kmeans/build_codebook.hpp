@@ -29,6 +29,8 @@ struct KmeansParams {
   std::string init = "kmeans++";      ///< kmeans++ | random
   std::uint64_t init_sample = 0;      ///< vectors to seed on (0: automatic, see docs)
   std::string init_centroids;         ///< start from these centroids (HDF5 /centroids [K, D])
+  std::string device = "cpu";         ///< cpu | gpu (Lloyd on cached vectors only)
+  std::string precision = "fp32";     ///< --device gpu: fp32 | tf32 distance GEMMs (docs/gpu.md)
   std::uint64_t seed = 0;
   std::uint64_t batch_images = 256;   ///< mini-batch size in images (items) (SPEC §2: 256 × 196)
   int passes = 100;                   ///< mini-batch passes over the data (SPEC §2: 100)

@@ -121,6 +121,27 @@ using AfterIteration = std::function<bool(const TrainState&, const IterationRepo
 void train_kmeans(LocalVectors& data, const TrainConfig& config, const dist::Communicator& comm,
                   TrainState& state, const AfterIteration& after_each = {});
 
+/// Where Lloyd's assignment and update run (kmim_kmeans --device, --precision).
+enum class Device { cpu, gpu };
+Device parse_device(std::string_view text);  // "cpu" | "gpu" (OptionError)
+std::string_view to_string(Device d);
+
+/// Throws OptionError("device", "gpu", why) unless this build has the CUDA backend and at least
+/// one usable CUDA device (checked before any input is read).
+void require_usable_gpu();
+
+/// Lloyd iterations on this rank's GPU (src/kmim/gpu, docs/gpu.md): the vectors (which must be
+/// cached: data.cached() on every rank) are uploaded once; per iteration the GPU assigns,
+/// accumulates fp64 sums, the statistics are summed over ranks (NCCL, else MPI through host
+/// memory), and the GPU updates the centroids with the CPU path's empty-cluster policy. The
+/// centroids are float on the device: state.centroids holds them widened to double (the CPU
+/// path keeps fp64 masters, docs/kmeans.md). `precision` is "fp32" or "tf32". Stops as
+/// train_kmeans does; returns the final assignment (cluster sizes, inertia) of state.centroids,
+/// computed on the GPU (empty when stopped by after_each).
+FinalAssignment train_kmeans_gpu(LocalVectors& data, const TrainConfig& config, const dist::Communicator& comm,
+                                 TrainState& state, const std::string& precision,
+                                 const AfterIteration& after_each = {});
+
 /// The number of iterations (Lloyd) or passes (mini-batch) the config asks for.
 int planned_iterations(const TrainConfig& config);
 
