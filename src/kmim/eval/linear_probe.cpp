@@ -23,6 +23,33 @@ namespace kmim::eval {
 
 namespace {
 
+/// The per-epoch history as 1-D datasets [epochs] (val_class_accuracy [epochs, classes]), written
+/// into `where`: the checkpoint's /history group and the report's root share this layout
+/// (docs/formats.md); only the name of the seconds dataset differs between the two files.
+void write_probe_history(const io::H5Object& where, const std::vector<ProbeEpoch>& history,
+                         std::size_t classes, const std::string& seconds_name) {
+  const std::size_t E = history.size();
+  std::vector<std::int32_t> epoch(E);
+  std::vector<double> loss(E), lr(E), top1(E), top5(E), seconds(E), per_class;
+  for (std::size_t i = 0; i < E; ++i) {
+    const ProbeEpoch& h = history[i];
+    epoch[i] = h.epoch;
+    loss[i] = h.train_loss;
+    lr[i] = h.last_lr;
+    top1[i] = h.top1;
+    top5[i] = h.top5;
+    seconds[i] = h.seconds;
+    per_class.insert(per_class.end(), h.class_accuracy.begin(), h.class_accuracy.end());
+  }
+  where.write_dataset<std::int32_t>("epoch", epoch, {E});
+  where.write_dataset<double>("train_loss", loss, {E});
+  where.write_dataset<double>("lr", lr, {E});
+  where.write_dataset<double>("val_top1", top1, {E});
+  where.write_dataset<double>("val_top5", top5, {E});
+  where.write_dataset<double>(seconds_name, seconds, {E});
+  where.write_dataset<double>("val_class_accuracy", per_class, {E, classes});
+}
+
 constexpr const char* kCheckpointKind = "kmim_linprobe_checkpoint";
 
 double norm2(std::span<const float> v) {
@@ -392,29 +419,8 @@ void save_probe_checkpoint(const std::filesystem::path& file, const LinearProbeS
       root.write_dataset<float>("bias_momentum", s.bias_momentum, {s.classes});
       root.write_dataset<float>("running_mean", s.running_mean, {s.dim});
       root.write_dataset<float>("running_var", s.running_var, {s.dim});
-      const std::size_t E = s.history.size();
-      if (E > 0) {
-        std::vector<std::int32_t> epoch(E);
-        std::vector<double> loss(E), lr(E), top1(E), top5(E), seconds(E), per_class;
-        for (std::size_t i = 0; i < E; ++i) {
-          const ProbeEpoch& h = s.history[i];
-          epoch[i] = h.epoch;
-          loss[i] = h.train_loss;
-          lr[i] = h.last_lr;
-          top1[i] = h.top1;
-          top5[i] = h.top5;
-          seconds[i] = h.seconds;
-          per_class.insert(per_class.end(), h.class_accuracy.begin(), h.class_accuracy.end());
-        }
-        const io::H5Object g = root.create_group("history");
-        g.write_dataset<std::int32_t>("epoch", epoch, {E});
-        g.write_dataset<double>("train_loss", loss, {E});
-        g.write_dataset<double>("lr", lr, {E});
-        g.write_dataset<double>("val_top1", top1, {E});
-        g.write_dataset<double>("val_top5", top5, {E});
-        g.write_dataset<double>("seconds", seconds, {E});
-        g.write_dataset<double>("val_class_accuracy", per_class, {E, s.classes});
-      }
+      if (!s.history.empty())
+        write_probe_history(root.create_group("history"), s.history, s.classes, "seconds");
     }
     out.commit();
   }
@@ -514,18 +520,6 @@ void write_probe_report(const std::filesystem::path& file, const LinearProbeStat
   if (comm.is_root()) {
     const ProbeSummary sum = summarize_probe(s.history);
     const std::size_t E = s.history.size();
-    std::vector<std::int32_t> epoch(E);
-    std::vector<double> loss(E), lr(E), top1(E), top5(E), seconds(E), per_class;
-    for (std::size_t i = 0; i < E; ++i) {
-      const ProbeEpoch& h = s.history[i];
-      epoch[i] = h.epoch;
-      loss[i] = h.train_loss;
-      lr[i] = h.last_lr;
-      top1[i] = h.top1;
-      top5[i] = h.top5;
-      seconds[i] = h.seconds;
-      per_class.insert(per_class.end(), h.class_accuracy.begin(), h.class_accuracy.end());
-    }
     std::lock_guard<std::mutex> lock(io::hdf5_mutex());
     io::AtomicOutput out(file);
     {
@@ -578,15 +572,7 @@ void write_probe_report(const std::filesystem::path& file, const LinearProbeStat
         root.set_attribute<double>("knn_top1", info.knn_top1);
         root.set_attribute<double>("knn_top5", info.knn_top5);
       }
-      if (E > 0) {
-        root.write_dataset<std::int32_t>("epoch", epoch, {E});
-        root.write_dataset<double>("train_loss", loss, {E});
-        root.write_dataset<double>("lr", lr, {E});
-        root.write_dataset<double>("val_top1", top1, {E});
-        root.write_dataset<double>("val_top5", top5, {E});
-        root.write_dataset<double>("epoch_seconds", seconds, {E});
-        root.write_dataset<double>("val_class_accuracy", per_class, {E, s.classes});
-      }
+      if (E > 0) write_probe_history(root, s.history, s.classes, "epoch_seconds");
       const io::H5Object head = root.create_group("head");
       head.write_dataset<float>("weight", s.weight, {s.classes, s.dim});
       head.write_dataset<float>("bias", s.bias, {s.classes});
