@@ -13,24 +13,6 @@ namespace {
 
 using Index = std::ptrdiff_t;
 
-template <typename T>
-void size_block(BlockActivations<T>& a, std::size_t rows, std::size_t batch, std::size_t tokens,
-                std::size_t dim, std::size_t heads, std::size_t hidden) {
-  a.ln1_out.assign(rows * dim, T(0));
-  a.ln1_mean.assign(rows, T(0));
-  a.ln1_rstd.assign(rows, T(0));
-  a.qkv.assign(rows * 3 * dim, T(0));
-  a.attn_probs.assign(batch * heads * tokens * tokens, T(0));
-  a.attn_out.assign(rows * dim, T(0));
-  a.mid.assign(rows * dim, T(0));
-  a.ln2_out.assign(rows * dim, T(0));
-  a.ln2_mean.assign(rows, T(0));
-  a.ln2_rstd.assign(rows, T(0));
-  a.fc1_out.assign(rows * hidden, T(0));
-  a.gelu_out.assign(rows * hidden, T(0));
-  a.out.clear();  // the block writes its output into the workspace's other stream buffer
-}
-
 // One pre-norm block, as vit_mae.cpp's block_forward: mid = x + proj(attn(LN1(x)));
 // out = mid + fc2(gelu(fc1(LN2(mid)))). The layer calls and their order are the same, so the
 // results are the same bits for the same batch shape.
@@ -77,8 +59,9 @@ EncoderWorkspace<T>::EncoderWorkspace(const ModelConfig& model_config, int max_b
   patch_embed_out.assign(b * l * d, T(0));
   stream_a.assign(b * n * d, T(0));
   stream_b.assign(b * n * d, T(0));
-  size_block(block, b * n, b, n, d, static_cast<std::size_t>(config.num_heads),
-             static_cast<std::size_t>(config.mlp_ratio) * d);
+  // The block writes its output into the workspace's other stream buffer: no `out`.
+  block.allocate(b, n, d, static_cast<std::size_t>(config.num_heads),
+                 static_cast<std::size_t>(config.mlp_ratio) * d, /*with_output=*/false);
   norm_mean.assign(b * n, T(0));
   norm_rstd.assign(b * n, T(0));
 }

@@ -285,25 +285,6 @@ void init_parameters(ParameterBuffer<T>& params, std::uint64_t seed) {
 namespace {
 
 template <typename T>
-void size_block(BlockActivations<T>& a, std::size_t batch, std::size_t tokens, std::size_t dim,
-                std::size_t heads, std::size_t hidden) {
-  const std::size_t rows = batch * tokens;
-  a.ln1_out.assign(rows * dim, T(0));
-  a.ln1_mean.assign(rows, T(0));
-  a.ln1_rstd.assign(rows, T(0));
-  a.qkv.assign(rows * 3 * dim, T(0));
-  a.attn_probs.assign(batch * heads * tokens * tokens, T(0));
-  a.attn_out.assign(rows * dim, T(0));
-  a.mid.assign(rows * dim, T(0));
-  a.ln2_out.assign(rows * dim, T(0));
-  a.ln2_mean.assign(rows, T(0));
-  a.ln2_rstd.assign(rows, T(0));
-  a.fc1_out.assign(rows * hidden, T(0));
-  a.gelu_out.assign(rows * hidden, T(0));
-  a.out.assign(rows * dim, T(0));
-}
-
-template <typename T>
 std::size_t block_bytes(const BlockActivations<T>& a) {
   const std::size_t n = a.ln1_out.size() + a.ln1_mean.size() + a.ln1_rstd.size() + a.qkv.size() +
                         a.attn_probs.size() + a.attn_out.size() + a.mid.size() + a.ln2_out.size() +
@@ -354,7 +335,7 @@ Activations<T>::Activations(const ModelConfig& model_config, int max_batch_size)
   patch_embed_out.assign(b * keep * d, T(0));
   encoder_input.assign(b * ne * d, T(0));
   encoder_blocks.resize(static_cast<std::size_t>(config.depth));
-  for (auto& blk : encoder_blocks) size_block(blk, b, ne, d, heads, ratio * d);
+  for (auto& blk : encoder_blocks) blk.allocate(b, ne, d, heads, ratio * d);
   encoder_norm_out.assign(b * ne * d, T(0));
   encoder_norm_mean.assign(b * ne, T(0));
   encoder_norm_rstd.assign(b * ne, T(0));
@@ -362,7 +343,7 @@ Activations<T>::Activations(const ModelConfig& model_config, int max_batch_size)
   decoder_embed_out.assign(b * ne * dd, T(0));
   decoder_input.assign(b * nd * dd, T(0));
   decoder_blocks.resize(static_cast<std::size_t>(config.decoder_depth));
-  for (auto& blk : decoder_blocks) size_block(blk, b, nd, dd, decoder_heads, ratio * dd);
+  for (auto& blk : decoder_blocks) blk.allocate(b, nd, dd, decoder_heads, ratio * dd);
   decoder_norm_out.assign(b * nd * dd, T(0));
   decoder_norm_mean.assign(b * nd, T(0));
   decoder_norm_rstd.assign(b * nd, T(0));

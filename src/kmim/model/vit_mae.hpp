@@ -205,6 +205,28 @@ struct BlockActivations {
   std::vector<T> fc1_out;                      ///< [rows, mlp_ratio*C] before GELU
   std::vector<T> gelu_out;                     ///< [rows, mlp_ratio*C]
   std::vector<T> out;                          ///< [rows, C] block output
+
+  /// Sizes (and zeroes) every buffer for `batch` sequences of `tokens` tokens of width `dim`,
+  /// `heads` attention heads and an MLP of width `hidden`. with_output false leaves `out` empty
+  /// (the inference encoder writes block outputs into its own stream buffers).
+  void allocate(std::size_t batch, std::size_t tokens, std::size_t dim, std::size_t heads,
+                std::size_t hidden, bool with_output = true) {
+    const std::size_t rows = batch * tokens;
+    ln1_out.assign(rows * dim, T(0));
+    ln1_mean.assign(rows, T(0));
+    ln1_rstd.assign(rows, T(0));
+    qkv.assign(rows * 3 * dim, T(0));
+    attn_probs.assign(batch * heads * tokens * tokens, T(0));
+    attn_out.assign(rows * dim, T(0));
+    mid.assign(rows * dim, T(0));
+    ln2_out.assign(rows * dim, T(0));
+    ln2_mean.assign(rows, T(0));
+    ln2_rstd.assign(rows, T(0));
+    fc1_out.assign(rows * hidden, T(0));
+    gelu_out.assign(rows * hidden, T(0));
+    if (with_output) out.assign(rows * dim, T(0));
+    else out.clear();
+  }
 };
 
 /// Workspace for one forward/backward pass of up to max_batch images: the fixed position
